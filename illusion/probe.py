@@ -1,0 +1,371 @@
+"""The probe engine: MC scores, greedy generation and gold rank for a batch of items.
+
+One prompt forward per question feeds everything: its KV cache is shared by the question's MC
+options (scored as continuations) and by greedy decoding, whose first-step distribution is the
+prompt's last position. Logits are computed in float32 from the final hidden states even when the
+body runs in bf16: bf16 logits have ~3 significant digits, so greedy argmax and ranks would tie.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
+
+from .data import Item
+from .matching import judge
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import LoadedModel
+
+PromptFormat = Literal["auto", "chat", "plain"]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Everything that decides a probe's numbers (it is part of every cache and snapshot key)."""
+
+    prompt_format: PromptFormat = "auto"  # auto: the model's chat template if it has one, else plain
+    max_new_tokens: int = 24  # greedy answers are short; stop earlier at newline/EOS
+    batch_size: int = 16  # questions per forward; results do not depend on it
+
+    def key(self) -> dict:
+        """The fields that change numbers (batch size does not)."""
+        return {"prompt_format": self.prompt_format, "max_new_tokens": self.max_new_tokens}
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One model's outcome on one item. ``options[0]`` is the gold answer."""
+
+    lang: str
+    id: str
+    prompt: str  # the exact text given to the model
+    options: tuple[str, ...]  # scoring order: gold, then distractors
+    mc_scores: tuple[float, ...]  # summed continuation log-probabilities, aligned with options
+    generation: str  # greedy output up to its first newline
+    gold_rank: int  # best rank of a gold first token along the greedy path (1 = chosen)
+    first_position_rank: int  # the same, at the first generated position only
+    matched: str | None = None  # the gold form found in the generation
+    hedged_with: tuple[str, ...] = ()  # distractors also mentioned (a hedge is not an answer)
+    recovered_by: tuple[str, ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        return f"{self.lang}-{self.id}"
+
+    @property
+    def mc_correct(self) -> bool:
+        """The gold scores strictly highest."""
+        return all(self.mc_scores[0] > other for other in self.mc_scores[1:])
+
+    @property
+    def gen_correct(self) -> bool:
+        return self.matched is not None and not self.hedged_with
+
+    @property
+    def gold_logprob(self) -> float:
+        """Teacher-forced log-probability of the gold right after the prompt."""
+        return self.mc_scores[0]
+
+    @property
+    def mc_margin(self) -> float:
+        return self.mc_scores[0] - max(self.mc_scores[1:])
+
+
+def resolve_format(tokenizer, requested: PromptFormat) -> Literal["chat", "plain"]:
+    if requested == "auto":
+        return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+    return requested
+
+
+def build_prompt(tokenizer, question: str, fmt: Literal["chat", "plain"]) -> str:
+    """The exact text both MC scoring and generation start from."""
+    if fmt == "chat":
+        messages = [{"role": "user", "content": question}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"Question: {question}\nAnswer:"
+
+
+def encode_prompt(tokenizer, prompt: str, fmt: str) -> list[int]:
+    """Chat templates already carry their special tokens; plain prompts get the usual BOS."""
+    return tokenizer(prompt, add_special_tokens=fmt == "plain")["input_ids"]
+
+
+def continuation_ids(tokenizer, prompt: str, option: str) -> list[int]:
+    """Token ids of ``option`` as the continuation of ``prompt``.
+
+    The option follows the prompt after one space unless the prompt ends in whitespace. We encode
+    prompt+option together (so BPE merges match what the model would see) and check, as nanochat
+    does, that the prompt's tokens are a prefix; where a merge crosses the boundary we fall back to
+    encoding the continuation alone.
+    """
+    text = option if prompt[-1:].isspace() else " " + option
+    bare = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full = tokenizer(prompt + text, add_special_tokens=False)["input_ids"]
+    if full[: len(bare)] == bare and len(full) > len(bare):
+        return full[len(bare) :]
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def gold_first_tokens(tokenizer, forms: Sequence[str]) -> list[int]:
+    """First token of each gold form, with and without a leading space."""
+    ids: set[int] = set()
+    for form in forms:
+        for text in (form, " " + form):
+            encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if encoded:
+                ids.add(encoded[0])
+    return sorted(ids)
+
+
+def token_rank(logits: "torch.Tensor", token: int) -> int:
+    """1-based rank of ``token`` in a 1-D logit vector, ties broken like argmax (lower id first)."""
+    value = logits[token]
+    ahead = (logits > value).sum() + (logits[:token] == value).sum()
+    return int(ahead) + 1
+
+
+def best_rank(logits: "torch.Tensor", tokens: Sequence[int]) -> int:
+    """Best rank among the gold first tokens at one decoding step."""
+    return min(token_rank(logits, t) for t in tokens)
+
+
+def path_rank(steps: Sequence["torch.Tensor"], tokens: Sequence[int]) -> tuple[int, int]:
+    """(gold_rank, first_position_rank) along a greedy path given each step's logits."""
+    ranks = [best_rank(step, tokens) for step in steps]
+    return min(ranks), ranks[0]
+
+
+def newline_mask(tokenizer, vocab_size: int) -> "torch.Tensor":
+    """Bool [vocab]: tokens whose text contains a newline (generation stops there)."""
+    import torch
+
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    for token_id in range(min(vocab_size, len(tokenizer))):
+        if "\n" in tokenizer.decode([token_id]):
+            mask[token_id] = True
+    return mask
+
+
+class Engine:
+    """Batched probing for one loaded model; reusable across calls."""
+
+    def __init__(self, loaded: "LoadedModel", config: ProbeConfig):
+        import torch
+
+        self.loaded = loaded
+        self.config = config
+        self.tokenizer = loaded.tokenizer
+        self.model = loaded.model
+        self.device = torch.device(loaded.device)
+        self.fmt = resolve_format(self.tokenizer, config.prompt_format)
+        self.body = getattr(self.model, self.model.base_model_prefix)
+        head = self.model.get_output_embeddings()
+        self.head_weight = head.weight.detach().float()
+        self.head_bias = None if head.bias is None else head.bias.detach().float()
+        self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        self.newline = newline_mask(self.tokenizer, self.head_weight.shape[0]).to(self.device)
+        self.stop_ids = _stop_ids(self.model, self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id
+
+    def logits(self, hidden: "torch.Tensor") -> "torch.Tensor":
+        """float32 logits from final hidden states."""
+        import torch.nn.functional as F
+
+        out = F.linear(hidden.float(), self.head_weight, self.head_bias)
+        if self.softcap:
+            out = self.softcap * (out / self.softcap).tanh()
+        return out
+
+    def run(self, items: Sequence[Item], progress: Progress | None = None) -> list[ItemResult]:
+        """Probe all items in batches, shortest prompts together (less padding)."""
+        prompts = [build_prompt(self.tokenizer, item.question, self.fmt) for item in items]
+        encoded = [encode_prompt(self.tokenizer, p, self.fmt) for p in prompts]
+        order = sorted(range(len(items)), key=lambda i: (len(encoded[i]), i))
+        results: dict[int, ItemResult] = {}
+        size = self.config.batch_size
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            for index, result in zip(batch, self._run_batch([items[i] for i in batch],
+                                                            [prompts[i] for i in batch],
+                                                            [encoded[i] for i in batch])):
+                results[index] = result
+            if progress:
+                progress(f"{min(start + size, len(order))}/{len(order)} items")
+        return [results[i] for i in range(len(items))]
+
+    def _run_batch(self, items, prompts, encoded) -> list[ItemResult]:
+        import torch
+
+        with torch.inference_mode():
+            ids, mask = _left_pad(encoded, self.pad_id, self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            last_logits = self.logits(out.last_hidden_state[:, -1])  # [B, V]
+            cache = out.cache
+            options = [(item.answer, *item.distractors) for item in items]
+            scores = self._score_options(items, prompts, encoded, options, last_logits, cache, mask)
+            generations, ranks, firsts = self._greedy(items, last_logits, cache, mask)
+        results = []
+        for i, item in enumerate(items):
+            verdict = judge(generations[i], answers=(item.answer, *item.aliases),
+                            distractors=item.distractors, lang=item.lang)
+            results.append(ItemResult(
+                lang=item.lang, id=item.id, prompt=prompts[i], options=options[i],
+                mc_scores=tuple(scores[i]), generation=generations[i], gold_rank=ranks[i],
+                first_position_rank=firsts[i], matched=verdict.matched, hedged_with=verdict.hedged_with,
+            ))
+        return results
+
+    def _score_options(self, items, prompts, encoded, options, last_logits, cache, mask):
+        """Summed log-probability of each option as the prompt's continuation, prompt computed once."""
+        import torch
+
+        pairs = [(q, opt) for q in range(len(items)) for opt in range(len(options[q]))]
+        conts = [continuation_ids(self.tokenizer, prompts[q], options[q][o]) for q, o in pairs]
+        first_logprobs = torch.log_softmax(last_logits, dim=-1)  # [B, V]
+        scores = [[0.0] * len(opts) for opts in options]
+        chunk = max(1, self.config.batch_size * 4)
+        for start in range(0, len(pairs), chunk):
+            part = list(range(start, min(start + chunk, len(pairs))))
+            rows = torch.tensor([pairs[p][0] for p in part], device=self.device)
+            sub = _select_cache(cache, rows)
+            cont_ids, cont_mask = _right_pad([conts[p] for p in part], self.pad_id, self.device)
+            full_mask = torch.cat([mask[rows], cont_mask], dim=1)
+            offsets = mask[rows].sum(-1, keepdim=True)
+            positions = offsets + torch.arange(cont_ids.shape[1], device=self.device)
+            out = self.body(input_ids=cont_ids, attention_mask=full_mask, position_ids=positions,
+                            cache=sub, use_cache=True)
+            logprobs = torch.log_softmax(self.logits(out.last_hidden_state[:, :-1]), dim=-1)  # [P, C-1, V]
+            for row, p in enumerate(part):
+                q, o = pairs[p]
+                tokens = conts[p]
+                total = first_logprobs[q, tokens[0]].item()
+                if len(tokens) > 1:
+                    targets = torch.tensor(tokens[1:], device=self.device)
+                    total += logprobs[row, : len(tokens) - 1].gather(-1, targets[:, None]).sum().item()
+                scores[q][o] = total
+        return scores
+
+    def _greedy(self, items, last_logits, cache, mask):
+        """Greedy decoding; each row stops at its own newline/EOS and leaves the batch."""
+        import torch
+
+        gold = [gold_first_tokens(self.tokenizer, (it.answer, *it.aliases)) for it in items]
+        tokens: list[list[int]] = [[] for _ in items]
+        ranks = [math.inf] * len(items)
+        firsts = [0] * len(items)
+        active = list(range(len(items)))
+        has_text = [False] * len(items)
+        logits = last_logits
+        for step in range(self.config.max_new_tokens):
+            chosen = logits.argmax(-1)
+            keep = []
+            for row, index in enumerate(active):
+                rank = best_rank(logits[row], gold[index])
+                ranks[index] = min(ranks[index], rank)
+                if step == 0:
+                    firsts[index] = rank
+                token = int(chosen[row])
+                tokens[index].append(token)
+                text = self.tokenizer.decode([token])
+                stop = token in self.stop_ids or (bool(self.newline[token]) and (has_text[index] or text.strip()))
+                has_text[index] = has_text[index] or bool(text.strip())
+                if not stop:
+                    keep.append(row)
+            if not keep or step + 1 == self.config.max_new_tokens:
+                break
+            rows = torch.tensor(keep, device=self.device)
+            active = [active[r] for r in keep]
+            cache.batch_select_indices(rows)
+            mask = torch.cat([mask[rows], torch.ones(len(keep), 1, dtype=mask.dtype, device=self.device)], dim=1)
+            positions = mask.sum(-1, keepdim=True) - 1
+            out = self.body(input_ids=chosen[rows][:, None], attention_mask=mask, position_ids=positions,
+                            cache=cache, use_cache=True)
+            logits = self.logits(out.last_hidden_state[:, -1])
+        texts = [_answer_line(self.tokenizer.decode(t, skip_special_tokens=True)) for t in tokens]
+        return texts, [int(r) for r in ranks], firsts
+
+
+def _answer_line(text: str) -> str:
+    """The greedy answer: leading whitespace dropped, cut at the first newline."""
+    return text.lstrip().split("\n", 1)[0].rstrip()
+
+
+def _stop_ids(model, tokenizer) -> set[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def _left_pad(seqs: Sequence[list[int]], pad: int, device):
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, width - len(seq):] = torch.tensor(seq)
+        mask[row, width - len(seq):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _right_pad(seqs: Sequence[list[int]], pad: int, device):
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _select_cache(cache, rows):
+    """A copy of the KV cache holding ``rows`` (with repeats); the original stays untouched."""
+    sub = copy.copy(cache)
+    sub.layers = [copy.copy(layer) for layer in cache.layers]
+    sub.batch_select_indices(rows)
+    return sub
+
+
+def probe(loaded: "LoadedModel", items: Sequence[Item], config: ProbeConfig,
+          progress: Progress | None = None) -> list[ItemResult]:
+    """Probe ``items`` on one model; the results are in the same order as ``items``."""
+    return Engine(loaded, config).run(items, progress)
+
+
+RESULT_FIELDS = ("mc_scores", "generation", "gold_rank", "first_position_rank", "matched", "hedged_with",
+                 "recovered_by")
+
+
+def result_to_dict(result: ItemResult) -> dict:
+    """The per-model part of a report item (DESIGN report.json contract), derived fields included."""
+    from .verdict import category
+
+    return {
+        "mc_correct": result.mc_correct, "gen_correct": result.gen_correct,
+        "category": category(result.mc_correct, result.gen_correct),
+        "mc_scores": list(result.mc_scores), "gold_rank": result.gold_rank,
+        "first_position_rank": result.first_position_rank, "gold_logprob": result.gold_logprob,
+        "mc_margin": result.mc_margin, "generation": result.generation, "matched": result.matched,
+        "hedged_with": list(result.hedged_with), "recovered_by": list(result.recovered_by),
+    }
+
+
+def result_from_dict(data: dict, *, lang: str, id: str, prompt: str, options: Sequence[str]) -> ItemResult:
+    """Inverse of result_to_dict (derived fields are recomputed, not trusted)."""
+    return ItemResult(
+        lang=lang, id=id, prompt=prompt, options=tuple(options), mc_scores=tuple(data["mc_scores"]),
+        generation=data["generation"], gold_rank=data["gold_rank"],
+        first_position_rank=data["first_position_rank"], matched=data["matched"],
+        hedged_with=tuple(data["hedged_with"]), recovered_by=tuple(data["recovered_by"]),
+    )

@@ -1,0 +1,490 @@
+"""Prune the linear layers of a causal LM's decoder blocks: magnitude, Wanda or SparseGPT.
+
+Same shape as the reference implementations (locuslab/wanda ``lib/prune.py``, IST-DASLab/sparsegpt
+``sparsegpt.py``): capture the first block's inputs, then for each block hook its linears and
+accumulate statistics (``add_batch``), prune, free, and re-run the block on the pruned weights to
+feed the next one. So each block is calibrated on what the already-pruned blocks produce.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, get_args
+
+import torch
+from torch import nn
+
+from illusion.errors import ConfigError, ModelError, RecipeError
+
+Method = Literal["magnitude", "wanda", "sparsegpt"]
+METHODS: tuple[str, ...] = get_args(Method)
+CALIBRATION_ROOT = Path(__file__).resolve().parent.parent / "fixtures" / "calibration"
+
+_VALID_FORMS = (
+    "valid forms: METHOD:SPARSITY (e.g. wanda:0.5) or METHOD:N:M (e.g. sparsegpt:2:4) "
+    f"with METHOD in {', '.join(METHODS)}"
+)
+# Sequences per block forward. Fixed, not an option: it bounds activation memory, and keeping it
+# constant keeps the float rounding of the statistics (hence the masks) identical across runs.
+_CHUNK = 8
+_SPARSEGPT_BLOCKSIZE = 128  # columns per lazy-update block, as in the reference
+_SPARSEGPT_PERCDAMP = 0.01  # dampening: this fraction of mean(diag(H)) is added to the diagonal
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def _recipe_problem(method: object, sparsity: object, n: object, m: object) -> str | None:
+    if method not in METHODS:
+        return f"unknown method {method!r}"
+    if sparsity is not None:
+        if n is not None or m is not None:
+            return "give either a sparsity or N:M, not both"
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+            return f"sparsity must be a number, got {sparsity!r}"
+        if not 0 < sparsity < 1:
+            return f"sparsity must be in (0, 1), got {sparsity!r}"
+        return None
+    if n is None or m is None:
+        return "give a sparsity or both N and M"
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (n, m)):
+        return f"N and M must be integers, got {n!r}:{m!r}"
+    if not 0 < n < m:
+        return f"N:M needs 0 < N < M, got {n}:{m}"
+    return None
+
+
+@dataclass(frozen=True)
+class PruneRecipe:
+    """What to prune and how much. Exactly one of ``sparsity`` or ``n``/``m`` is set."""
+
+    method: Method
+    sparsity: float | None = None  # unstructured: fraction of each output row zeroed, 0 < s < 1
+    n: int | None = None  # N:M semi-structured: n zeros in each group of m consecutive inputs
+    m: int | None = None
+
+    def __post_init__(self) -> None:
+        problem = _recipe_problem(self.method, self.sparsity, self.n, self.m)
+        if problem:
+            raise RecipeError(f"{self!r}: {problem}; {_VALID_FORMS}")
+
+    @property
+    def structured(self) -> bool:
+        return self.sparsity is None
+
+    @property
+    def amount(self) -> str:
+        """``0.5`` or ``2:4``: the part of the spec after the method."""
+        return f"{self.n}:{self.m}" if self.structured else repr(float(self.sparsity))
+
+    @property
+    def spec(self) -> str:
+        """The text ``parse_recipe`` reads back, e.g. ``wanda:0.5``."""
+        return f"{self.method}:{self.amount}"
+
+    @property
+    def label(self) -> str:
+        """Filesystem- and snapshot-safe name, e.g. ``wanda-0.5`` or ``sparsegpt-2of4``."""
+        return f"{self.method}-{self.amount.replace(':', 'of')}"
+
+
+def parse_recipe(text: str, *, option: str = "--illusion-prune") -> PruneRecipe:
+    """Read ``METHOD:SPARSITY`` or ``METHOD:N:M``; ``option`` names the source in errors."""
+
+    def fail(problem: str) -> RecipeError:
+        return RecipeError(f"{option} {text!r}: {problem}; {_VALID_FORMS}")
+
+    parts = text.strip().split(":")
+    if not text.strip():
+        raise fail("empty recipe")
+    if parts[0] not in METHODS:
+        raise fail(f"unknown method {parts[0]!r}")
+    sparsity = n = m = None
+    if len(parts) == 2:
+        try:
+            sparsity = float(parts[1])
+        except ValueError:
+            raise fail(f"sparsity {parts[1]!r} is not a number") from None
+    elif len(parts) == 3:
+        try:
+            n, m = int(parts[1]), int(parts[2])
+        except ValueError:
+            raise fail(f"N:M {parts[1]!r}:{parts[2]!r} must be two integers") from None
+    else:
+        raise fail(f"expected 2 or 3 ':'-separated fields, got {len(parts)}")
+    problem = _recipe_problem(parts[0], sparsity, n, m)
+    if problem:
+        raise fail(problem)
+    return PruneRecipe(parts[0], sparsity=sparsity, n=n, m=m)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- calibration data
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Which text calibrates Wanda and SparseGPT: seeded token windows from fixtures/calibration."""
+
+    langs: tuple[str, ...] = ("en", "de", "fr", "es", "ru", "zh", "ja", "ar", "hi", "sw")
+    samples: int = 64  # windows; languages take turns, so each gets ~samples/len(langs)
+    seqlen: int = 256  # tokens per window
+    seed: int = 0  # seeds the generator that picks window starts
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "langs", tuple(self.langs))
+        if not self.langs or len(set(self.langs)) != len(self.langs):
+            raise ConfigError(
+                f"calibration langs {self.langs!r}: give one or more distinct language codes"
+            )
+        for name in ("samples", "seqlen"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"calibration {name}={value!r}: must be a positive integer")
+
+
+def calibration_batch(
+    tokenizer, config: CalibrationConfig, root: Path = CALIBRATION_ROOT
+) -> torch.Tensor:
+    """Return a LongTensor [samples, seqlen] of random windows, languages round-robin."""
+    root = Path(root)
+    available = sorted(p.stem for p in root.glob("*.txt"))
+    tokens: dict[str, torch.Tensor] = {}
+    for lang in config.langs:
+        path = root / f"{lang}.txt"
+        if lang not in available:
+            raise ConfigError(
+                f"calibration language {lang!r}: {path} does not exist; available: "
+                f"{', '.join(available) or 'none'} (to add one, see {root / 'README.md'})"
+            )
+        text = path.read_text(encoding="utf-8")
+        ids = tokenizer.encode(text, add_special_tokens=False, verbose=False)
+        if len(ids) < config.seqlen:
+            raise ConfigError(
+                f"{path}: {len(ids)} tokens, fewer than one window of seqlen={config.seqlen}; "
+                "use a smaller seqlen or add text to the file"
+            )
+        tokens[lang] = torch.tensor(ids, dtype=torch.long)
+    generator = torch.Generator().manual_seed(config.seed)
+    rows = []
+    for i in range(config.samples):
+        ids = tokens[config.langs[i % len(config.langs)]]
+        start = int(torch.randint(len(ids) - config.seqlen + 1, (1,), generator=generator))
+        rows.append(ids[start : start + config.seqlen])
+    return torch.stack(rows)
+
+
+# ----------------------------------------------------------------------------- masks and pruners
+
+
+def _lowest(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the k lowest scores in each row (stable sort: ties go to the lower index)."""
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    if k > 0:
+        mask.scatter_(1, torch.sort(score, dim=1, stable=True)[1][:, :k], True)
+    return mask
+
+
+def _nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Bool mask of the n lowest scores in each group of m consecutive columns of each row."""
+    rows, cols = score.shape
+    return _lowest(score.reshape(-1, m), n).reshape(rows, cols)
+
+
+def _mask(score: torch.Tensor, recipe: PruneRecipe) -> torch.Tensor:
+    if recipe.structured:
+        return _nm_mask(score, recipe.n, recipe.m)
+    return _lowest(score, int(score.shape[1] * recipe.sparsity))
+
+
+class _Magnitude:
+    """|W| per output row; needs no calibration."""
+
+    def __init__(self, layer: nn.Linear):
+        self.layer = layer
+
+    def add_batch(self, inp: torch.Tensor) -> None:
+        pass
+
+    def prune(self, recipe: PruneRecipe) -> torch.Tensor:
+        mask = _mask(self.layer.weight.detach().float().abs(), recipe)
+        self.layer.weight.data[mask] = 0
+        return mask
+
+    def free(self) -> None:
+        pass
+
+
+class _Wanda(_Magnitude):
+    """Score |W_ij| * ||X_j||_2, compared within each output row."""
+
+    def __init__(self, layer: nn.Linear):
+        super().__init__(layer)
+        self.nsamples = 0  # sequences seen, as in the reference (not tokens)
+        self.scaler_row = torch.zeros(layer.in_features, device=layer.weight.device)
+
+    def add_batch(self, inp: torch.Tensor) -> None:
+        batch = inp.shape[0] if inp.dim() == 3 else 1
+        inp = inp.reshape(-1, inp.shape[-1]).float()  # [tokens, in_features]
+        self.scaler_row *= self.nsamples / (self.nsamples + batch)
+        self.nsamples += batch
+        self.scaler_row += inp.square().sum(0) / self.nsamples
+
+    def prune(self, recipe: PruneRecipe) -> torch.Tensor:
+        score = self.layer.weight.detach().float().abs() * self.scaler_row.sqrt().unsqueeze(0)
+        mask = _mask(score, recipe)
+        self.layer.weight.data[mask] = 0
+        return mask
+
+    def free(self) -> None:
+        self.scaler_row = None
+
+
+class _SparseGPT(_Magnitude):
+    """OBS pruning with lazy block updates; H = 2/nsamples * sum X X^T."""
+
+    def __init__(self, layer: nn.Linear):
+        super().__init__(layer)
+        self.nsamples = 0
+        cols = layer.in_features
+        self.H = torch.zeros(cols, cols, device=layer.weight.device)
+
+    def add_batch(self, inp: torch.Tensor) -> None:
+        batch = inp.shape[0] if inp.dim() == 3 else 1
+        inp = inp.reshape(-1, inp.shape[-1]).t().float()  # [in_features, tokens]
+        self.H *= self.nsamples / (self.nsamples + batch)
+        self.nsamples += batch
+        inp = (2 / self.nsamples) ** 0.5 * inp
+        self.H += inp @ inp.t()
+
+    def prune(self, recipe: PruneRecipe) -> torch.Tensor:
+        # Transposed against the reference ([cols, rows]): column i of W is the contiguous row
+        # W[i], which makes the per-column loop below about twice as fast on CPU.
+        W = self.layer.weight.detach().float().t().contiguous()
+        cols = W.shape[0]
+        H, self.H = self.H, None
+        dead = torch.diag(H) == 0  # inputs that were always zero: their weights do nothing
+        H[dead, dead] = 1
+        W[dead] = 0
+        H.diagonal().add_(_SPARSEGPT_PERCDAMP * torch.mean(torch.diag(H)))
+        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+        m = recipe.m or 1
+        blocksize = max(m, _SPARSEGPT_BLOCKSIZE // m * m)  # N:M groups never straddle blocks
+        mask = torch.zeros_like(W, dtype=torch.bool)
+        for i1 in range(0, cols, blocksize):
+            i2 = min(i1 + blocksize, cols)
+            W1, Hinv1, mask1 = W[i1:i2], Hinv[i1:i2, i1:i2], mask[i1:i2]  # views, updated in place
+            d = torch.diag(Hinv1).unsqueeze(1)
+            Err1 = torch.zeros_like(W1)
+            if not recipe.structured:  # per row quota, so each row ends with floor(cols*s) zeros
+                k = int(i2 * recipe.sparsity) - int(i1 * recipe.sparsity)
+                mask1.copy_(_lowest((W1.square() / d.square()).t(), k).t())
+            scale = mask1 / d  # err = (w - q) / d: w / d where pruned, 0 where kept
+            for i in range(i2 - i1):
+                if recipe.structured and i % m == 0:
+                    score = W1[i : i + m].square() / d[i : i + m].square()
+                    mask1[i : i + m] = _nm_mask(score.t(), recipe.n, m).t()
+                    scale[i : i + m] = mask1[i : i + m] / d[i : i + m]
+                err = torch.mul(W1[i], scale[i], out=Err1[i])
+                W1[i:].addr_(Hinv1[i, i:], err, alpha=-1)  # OBS update; leaves W1[i] = q
+            W1.masked_fill_(mask1, 0)  # exact zeros (the update leaves rounding residue)
+            W[i2:].addmm_(Hinv[i1:i2, i2:].t(), Err1, alpha=-1)  # lazy update of later blocks
+        self.layer.weight.data.copy_(W.t().to(self.layer.weight.dtype))
+        return mask.t().contiguous()
+
+    def free(self) -> None:
+        self.H = None
+
+
+_PRUNERS = {"magnitude": _Magnitude, "wanda": _Wanda, "sparsegpt": _SparseGPT}
+
+
+def prune_linear(
+    layer: nn.Linear, recipe: PruneRecipe, inputs: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Prune one Linear in place from its inputs [tokens, in] (or [batch, seq, in]); return the mask."""
+    _check_divisible({"layer": layer}, recipe)
+    pruner = _PRUNERS[recipe.method](layer)
+    with torch.no_grad():
+        if recipe.method != "magnitude":
+            if inputs is None:
+                raise ConfigError(f"{recipe.spec}: {recipe.method} needs calibration inputs")
+            pruner.add_batch(inputs.to(layer.weight.device))
+        mask = pruner.prune(recipe)
+        pruner.free()
+        _verify("layer", layer.weight, mask, recipe)
+    return mask
+
+
+def _check_divisible(linears: dict[str, nn.Linear], recipe: PruneRecipe) -> None:
+    for name, layer in linears.items():
+        if recipe.structured and layer.in_features % recipe.m:
+            raise RecipeError(
+                f"{recipe.spec}: {name} has {layer.in_features} input columns, not a multiple of "
+                f"M={recipe.m}; choose an M that divides the layer widths (2:4 and 4:8 usually do)"
+            )
+
+
+def _verify(name: str, weight: torch.Tensor, mask: torch.Tensor, recipe: PruneRecipe) -> float:
+    """Check the mask has exactly the target count and its weights are zero; return sparsity."""
+    if recipe.structured:
+        counts, want = mask.reshape(-1, recipe.m).sum(1), recipe.n
+    else:
+        counts, want = mask.sum(1), int(mask.shape[1] * recipe.sparsity)
+    if not bool((counts == want).all()):
+        raise RuntimeError(
+            f"bug in illusion.prune: {name} prunes {int(counts.min())}..{int(counts.max())} "
+            f"weights per {'group' if recipe.structured else 'row'}, want exactly {want}"
+        )
+    if bool(weight[mask].any()):
+        raise RuntimeError(f"bug in illusion.prune: {name} has non-zero weights under its mask")
+    return float((weight == 0).float().mean())
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class PruneStats:
+    """What pruning achieved: the fraction of zero weights in each pruned Linear and overall."""
+
+    recipe: PruneRecipe
+    layers: dict[str, float]  # module name, e.g. "model.layers.0.mlp.up_proj" -> zero fraction
+    total: float  # zeros / weights over all pruned linears
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once the first block's inputs are recorded."""
+
+
+def _decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """Find the ModuleList of decoder blocks (model.layers, decoder.layers, gpt_neox.layers, ...)."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    depth = getattr(config, "num_hidden_layers", None)
+    found = [
+        (name, mod)
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.ModuleList)
+        and len(mod) > 0
+        and (depth is None or len(mod) == depth)
+        and any(isinstance(sub, nn.Linear) for sub in mod[0].modules())
+    ]
+    outer = [(n, mod) for n, mod in found if not any(n.startswith(o + ".") for o, _ in found)]
+    if len(outer) != 1:
+        where = ", ".join(n for n, _ in outer) or "none"
+        raise ModelError(
+            f"{type(model).__name__}: cannot find its decoder blocks (a ModuleList of "
+            f"{depth or 'N'} blocks with Linear layers; found: {where}); prune a decoder-only "
+            "causal LM such as Llama, Qwen, Mistral, OPT or GPT-NeoX"
+        )
+    return outer[0]
+
+
+def _to(obj, device: torch.device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to(x, device) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _capture_inputs(model, block: nn.Module, calibration: torch.Tensor) -> list:
+    """Run the model on each chunk until the first block; keep (hidden, args, kwargs) per chunk."""
+    captured = []
+
+    def hook(_module, args, kwargs):
+        kwargs = dict(kwargs)
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        captured.append((hidden.detach(), args[1:], kwargs))
+        raise _StopForward
+
+    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    device = model.get_input_embeddings().weight.device
+    try:
+        for chunk in calibration.split(_CHUNK):
+            try:
+                model(input_ids=chunk.to(device), use_cache=False)
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    if len(captured) != len(calibration.split(_CHUNK)):
+        raise ModelError(f"{type(model).__name__}: the forward pass never reached decoder block 0")
+    return captured
+
+
+def _run_block(block: nn.Module, captured: list, *, keep: bool = True) -> list:
+    """Run ``block`` on every captured chunk; with ``keep`` return its outputs as the next inputs."""
+    device = next(block.parameters()).device
+    outputs = []
+    for hidden, args, kwargs in captured:
+        out = block(hidden.to(device), *_to(args, device), **_to(kwargs, device))
+        if keep:
+            outputs.append((out[0] if isinstance(out, tuple) else out, args, kwargs))
+    return outputs
+
+
+def prune_model(
+    model: nn.Module,
+    recipe: PruneRecipe,
+    calibration: torch.Tensor | None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> PruneStats:
+    """Prune ``model`` in place; ``calibration`` is a LongTensor [samples, seqlen] (unused by magnitude)."""
+    prefix, blocks = _decoder_blocks(model)
+    per_block = [
+        {f"{prefix}.{i}.{n}": mod for n, mod in block.named_modules() if isinstance(mod, nn.Linear)}
+        for i, block in enumerate(blocks)
+    ]
+    _check_divisible({n: mod for linears in per_block for n, mod in linears.items()}, recipe)
+    calibrated = recipe.method != "magnitude"
+    if calibrated and (
+        calibration is None or calibration.dim() != 2 or calibration.dtype not in (torch.long, torch.int)
+        or calibration.numel() == 0
+    ):
+        raise ConfigError(
+            f"{recipe.spec}: {recipe.method} needs calibration token ids, a LongTensor "
+            "[samples, seqlen]; build one with calibration_batch(tokenizer, CalibrationConfig())"
+        )
+    was_training = model.training
+    model.eval()
+    layers: dict[str, float] = {}
+    zeros = total = 0
+    try:
+        with torch.no_grad():
+            captured = _capture_inputs(model, blocks[0], calibration) if calibrated else None
+            for index, (block, linears) in enumerate(zip(blocks, per_block)):
+                pruners = {name: _PRUNERS[recipe.method](mod) for name, mod in linears.items()}
+                handles = [
+                    mod.register_forward_hook(lambda _m, inp, _o, p=pruners[name]: p.add_batch(inp[0]))
+                    for name, mod in linears.items()
+                ]
+                try:
+                    if calibrated:
+                        _run_block(block, captured, keep=False)  # dense pass feeds the hooks
+                finally:
+                    for handle in handles:
+                        handle.remove()
+                for name, pruner in pruners.items():
+                    mask = pruner.prune(recipe)
+                    pruner.free()
+                    weight = linears[name].weight
+                    layers[name] = _verify(name, weight, mask, recipe)
+                    zeros += int((weight == 0).sum())
+                    total += weight.numel()
+                del pruners
+                if calibrated and index + 1 < len(blocks):
+                    captured = _run_block(block, captured)  # pruned block feeds the next one
+                if progress:
+                    progress(
+                        f"{recipe.method} {recipe.amount}: block {index + 1}/{len(blocks)} "
+                        f"pruned ({len(linears)} linears)"
+                    )
+    finally:
+        model.train(was_training)
+    return PruneStats(recipe=recipe, layers=layers, total=zeros / max(total, 1))

@@ -1,0 +1,142 @@
+"""Run state for one pytest process: which items were collected, and their results on demand.
+
+Models load lazily, the first time a result is needed, and only for the items this process
+runs: the whole collection without xdist, one scope (a language block) at a time on an xdist
+worker. A candidate identical to the reference is probed once and used for both sides.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+from .data import Item, load_items
+from .errors import ConfigError
+from .models import LoadedModel, load_model, parse_spec
+from .probe import ItemResult, ProbeConfig, probe
+from .verdict import ItemVerdict
+
+Progress = Callable[[str], None]
+SCOPES_PER_LANG = 4  # xdist scopes per language: enough blocks to balance two to eight workers
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The resolved ``--illusion-*`` options."""
+
+    model: str = "smollm2-135m"
+    reference: str | None = None  # None: the model before pruning
+    prune: str | None = None
+    dataset: str | None = None  # None: the shipped fixtures/qa
+    langs: tuple[str, ...] | None = None
+    limit_per_lang: int | None = None
+    report_dir: str | None = None
+    rank_tolerance: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 16
+    seed: int = 0
+    trust_remote_code: bool = False
+    prompt_format: str = "auto"
+    max_new_tokens: int = 24
+
+    @property
+    def probe_config(self) -> ProbeConfig:
+        return ProbeConfig(prompt_format=self.prompt_format, max_new_tokens=self.max_new_tokens,  # type: ignore[arg-type]
+                           batch_size=self.batch_size)
+
+    @property
+    def reference_spec(self) -> str:
+        return self.reference or self.model
+
+    @property
+    def candidate_is_reference(self) -> bool:
+        return self.prune is None and self.reference_spec == self.model
+
+    def as_dict(self) -> dict:
+        return {
+            "model": self.model, "reference": self.reference_spec, "prune": self.prune,
+            "dataset": self.dataset or "fixtures/qa", "langs": list(self.langs) if self.langs else None,
+            "limit_per_lang": self.limit_per_lang, "device": self.device, "dtype": self.dtype,
+            "batch_size": self.batch_size, "seed": self.seed, "prompt_format": self.prompt_format,
+            "max_new_tokens": self.max_new_tokens, "rank_tolerance": self.rank_tolerance,
+        }
+
+
+def scope_of(lang: str, item_id: str) -> str:
+    """The xdist scope of an item: its language plus a stable block number."""
+    return f"{lang}/{zlib.crc32(item_id.encode()) % SCOPES_PER_LANG}"
+
+
+class IllusionSession:
+    """Items, models and results for one process."""
+
+    def __init__(self, config: RunConfig, *, progress: Progress | None = None, scoped: bool = False):
+        self.config = config
+        self.progress = progress or (lambda _msg: None)
+        self.scoped = scoped  # on an xdist worker: compute one scope at a time
+        self._items: list[Item] | None = None
+        self._collected: dict[str, Item] = {}
+        self._results: dict[str, dict[str, ItemResult]] = {"candidate": {}, "reference": {}}
+        self._models: dict[str, LoadedModel] = {}
+
+    @property
+    def items(self) -> list[Item]:
+        """All items the options select (before pytest's own -k/deselection)."""
+        if self._items is None:
+            self._items = load_items(self.config.dataset, langs=self.config.langs,
+                                     limit_per_lang=self.config.limit_per_lang, seed=self.config.seed)
+        return self._items
+
+    def set_collected(self, items: Sequence[Item]) -> None:
+        """Exactly the items this run will test (after -k, deselection)."""
+        self._collected = {item.key: item for item in items}
+
+    def verdict(self, item: Item) -> ItemVerdict:
+        """The paired result of one item, computing its batch on first need."""
+        if item.key not in self._results["candidate"]:
+            self._compute(self._pending_for(item))
+        candidate = self._results["candidate"][item.key]
+        reference = self._results["reference"][item.key]
+        return ItemVerdict(candidate=candidate, reference=reference)
+
+    def computed(self) -> list[ItemVerdict]:
+        cand, ref = self._results["candidate"], self._results["reference"]
+        return [ItemVerdict(candidate=cand[k], reference=ref[k]) for k in cand]
+
+    def _pending_for(self, item: Item) -> list[Item]:
+        pool = list(self._collected.values()) or [item]
+        if item.key not in self._collected:
+            pool.append(item)
+        if self.scoped:
+            scope = scope_of(item.lang, item.id)
+            pool = [it for it in pool if scope_of(it.lang, it.id) == scope]
+        return [it for it in pool if it.key not in self._results["candidate"]]
+
+    def _compute(self, items: list[Item]) -> None:
+        sides = ("candidate",) if self.config.candidate_is_reference else ("reference", "candidate")
+        for side in sides:
+            loaded = self._model(side)
+            self.progress(f"probing {len(items)} items on the {side} ({loaded.spec.raw})")
+            results = probe(loaded, items, self.config.probe_config,
+                            progress=lambda msg, side=side: self.progress(f"{side}: {msg}"))
+            self._results[side].update({r.key: r for r in results})
+        if self.config.candidate_is_reference:
+            self._results["reference"].update({k: self._results["candidate"][k] for k in (i.key for i in items)})
+
+    def _model(self, side: str) -> LoadedModel:
+        if side not in self._models:
+            if side == "candidate" and self.config.prune:
+                raise ConfigError(
+                    f"--illusion-prune {self.config.prune!r}: in-process pruning is not available yet; "
+                    "prune with another tool and pass the checkpoint as --illusion-model"
+                )
+            raw = self.config.model if side == "candidate" else self.config.reference_spec
+            self._models[side] = load_model(parse_spec(raw), dtype=self.config.dtype, device=self.config.device,
+                                            trust_remote_code=self.config.trust_remote_code, progress=self.progress)
+        return self._models[side]
+
+
+def with_overrides(config: RunConfig, **changes) -> RunConfig:
+    return replace(config, **changes)

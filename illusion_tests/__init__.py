@@ -1,0 +1,1 @@
+"""The benchmark-illusion suite: run with ``pytest --pyargs illusion_tests`` (options: ``--illusion-*``)."""

@@ -1,0 +1,173 @@
+"""The plugin through pytester, on two tiny random Llamas and a dataset designed for known outcomes.
+
+The dataset is built by probing both models on a pool of words: for each language one item is a
+candidate-only illusion (must FAIL), one is an illusion on both models (must XFAIL) and one is not
+an illusion for the candidate (must PASS).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from illusion.data import Item
+from illusion.matching import mentions
+from illusion.models import load_model, parse_spec
+from illusion.probe import ProbeConfig, probe
+from tiny import WORDS, build_model_dir, item, write_items
+
+SUITE = Path(__file__).resolve().parent.parent / "illusion_tests" / "test_consistency.py"
+QUESTIONS = {"en": "What is the name of the old river?", "fr": "Quel est le nom de la vieille ville ?"}
+
+
+def pool_scores(directory: Path, lang: str) -> tuple[dict[str, float], str]:
+    loaded = load_model(parse_spec(str(directory)), dtype="float32", device="cpu")
+    pool = Item(id="pool", lang=lang, question=QUESTIONS[lang], answer=WORDS[0], aliases=(),
+                distractors=tuple(WORDS[1:]), type="entity")
+    [res] = probe(loaded, [pool], ProbeConfig())
+    return dict(zip(res.options, res.mc_scores)), res.generation
+
+
+def design(lang: str, ref_dir: Path, cand_dir: Path) -> list[dict]:
+    ref, ref_gen = pool_scores(ref_dir, lang)
+    cand, cand_gen = pool_scores(cand_dir, lang)
+    words = [w for w in WORDS if not mentions(cand_gen, w, lang) and not mentions(ref_gen, w, lang)]
+    by_cand = sorted(words, key=lambda w: -cand[w])
+
+    def pick(want_ref_mc: bool) -> tuple[str, list[str]]:
+        for gold in by_cand:
+            lower = [w for w in by_cand if cand[w] < cand[gold]]
+            beat = [w for w in lower if ref[w] >= ref[gold]]
+            under = [w for w in lower if ref[w] < ref[gold]]
+            chosen = under[:3] if want_ref_mc else beat[:1] + [w for w in lower if w not in beat[:1]][:2]
+            if len(chosen) == 3 and (want_ref_mc or beat):
+                return gold, chosen
+        raise AssertionError("no design found; enlarge the word pool")
+
+    fail_gold, fail_d = pick(want_ref_mc=False)
+    xfail_gold, xfail_d = pick(want_ref_mc=True)
+    low = by_cand[-1]  # the candidate's lowest-scoring word as gold: not MC-correct, so no illusion
+    q = QUESTIONS[lang]
+    return [item("fail", lang, q, fail_gold, fail_d), item("xfail", lang, q, xfail_gold, xfail_d),
+            item("pass", lang, q, low, by_cand[:3])]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    ref_dir = build_model_dir(root / "ref", seed=1)
+    cand_dir = build_model_dir(root / "cand", seed=2)
+    data = write_items(root / "qa", design("en", ref_dir, cand_dir) + design("fr", ref_dir, cand_dir))
+    return {"ref": ref_dir, "cand": cand_dir, "data": data, "cache": root / "cache"}
+
+
+@pytest.fixture
+def suite(pytester, world, monkeypatch):
+    monkeypatch.setenv("ILLUSION_CACHE", str(world["cache"]))
+    pytester.makeini("[pytest]\n")  # rootdir = the test dir, so node ids match the contract
+    pytester.mkpydir("illusion_tests")
+    pytester.path.joinpath("illusion_tests", "test_consistency.py").write_text(SUITE.read_text())
+    base = ["--illusion-model", str(world["cand"]), "--illusion-reference", str(world["ref"]),
+            "--illusion-dataset", str(world["data"]), "--illusion-dtype", "float32", "-p", "no:cacheprovider"]
+
+    def run(*args: str, subprocess: bool = False):
+        runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest
+        return runner("illusion_tests", *base, *args)
+
+    return run
+
+
+def test_test_ids_follow_the_contract(suite):
+    result = suite("--collect-only", "-q")
+    ids = {line.strip() for line in result.outlines if "::" in line}
+    assert ids == {f"illusion_tests/test_consistency.py::test_mc_implies_generation[{lang}-{name}]"
+                   for lang in ("en", "fr") for name in ("fail", "xfail", "pass")}
+
+
+def test_outcomes_failure_message_and_table(suite):
+    result = suite("-rxX")
+    result.assert_outcomes(passed=2, failed=2, xfailed=2)
+    out = result.stdout.str()
+    assert "XFAIL illusion_tests/test_consistency.py::test_mc_implies_generation[en-xfail]" in out
+    assert "pre-existing illusion" in out
+    block = out[out.index("[en-fail] recognition-only"):]
+    for field in ("question:    What is the name of the old river?", "gold:", "MC scores:   *", "greedy:",
+                  "gold rank:   candidate", "| reference", "reference:   neither"):
+        assert field in block
+    assert "Traceback" not in out  # failures are messages, not stack traces
+    table = out[out.index("benchmark-illusion"):]
+    assert re.search(r"^en\s+3\s", table, re.M) and re.search(r"^fr\s+3\s", table, re.M)
+
+
+def test_report_json_fields_match_the_run(suite, pytester):
+    suite("--illusion-report", "out", "--illusion-langs", "en").assert_outcomes(passed=1, failed=1, xfailed=1)
+    report = json.loads((pytester.path / "out" / "report.json").read_text())
+    assert report["config"]["model"].endswith("cand") and report["config"]["langs"] == ["en"]
+    en = report["languages"]["en"]
+    assert (en["items"], en["recognition_only"], en["pruning_induced"]) == (3, 2, 1)
+    assert en["tests"] == {"passed": 1, "failed": 1, "xfailed": 1}
+    assert en["illusion_rate"] == pytest.approx(2 / en["mc_correct"])
+    failed = next(i for i in report["items"] if i["id"] == "fail")
+    assert failed["prompt"].startswith("<|im_start|>user\n") and failed["options"][0] == failed["answer"]
+    for side in ("candidate", "reference"):
+        assert set(failed[side]) >= {"mc_correct", "gen_correct", "category", "mc_scores", "gold_rank",
+                                     "gold_logprob", "generation", "recovered_by"}
+    assert failed["candidate"]["category"] == "recognition_only" and failed["outcome"] == "fail"
+
+
+def test_k_selects_languages_and_computes_only_those(suite, pytester):
+    result = suite("-k", "fr", "--illusion-report", "out")
+    result.assert_outcomes(passed=1, failed=1, xfailed=1)
+    report = json.loads((pytester.path / "out" / "report.json").read_text())
+    assert {i["lang"] for i in report["items"]} == {"fr"} and list(report["languages"]) == ["fr"]
+
+
+def outcomes(result) -> dict[str, str]:
+    found = {}
+    for line in result.outlines:
+        match = re.match(r"^(PASSED|FAILED|XFAIL|XPASS|ERROR)\s+\S*\[(\w+-\w+)\]", line)
+        if match:
+            found[match.group(2)] = match.group(1)
+    return found
+
+
+def test_xdist_gives_the_same_outcomes_and_report(suite, pytester):
+    serial = suite("-rA", "--illusion-report", "serial", subprocess=True)
+    parallel = suite("-rA", "-n", "2", "--illusion-report", "parallel", subprocess=True)
+    assert len(outcomes(serial)) == 6
+    assert outcomes(parallel) == outcomes(serial)
+    serial_items, parallel_items = (json.loads((pytester.path / d / "report.json").read_text())["items"]
+                                    for d in ("serial", "parallel"))
+    # Different batch compositions: verdicts, ranks and text identical; log-probs equal to float noise.
+    assert [without_floats(i) for i in serial_items] == [without_floats(i) for i in parallel_items]
+    for one, two in zip(serial_items, parallel_items):
+        assert two["candidate"]["mc_scores"] == pytest.approx(one["candidate"]["mc_scores"], abs=1e-4)
+
+
+def without_floats(record: dict) -> dict:
+    floats = ("mc_scores", "gold_logprob", "mc_margin")
+    return {k: ({kk: vv for kk, vv in v.items() if kk not in floats} if isinstance(v, dict) else v)
+            for k, v in record.items()}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--illusion-batch-size", "0"), "--illusion-batch-size 0: must be >= 1"),
+    (("--illusion-batch-size", "many"), "--illusion-batch-size 'many': expected a whole number"),
+    (("--illusion-langs", "en,xx"), "--illusion-langs asks for xx"),
+    (("--illusion-prompt-format", "json"), "choose auto, chat or plain"),
+])
+def test_bad_options_are_usage_errors(suite, args, message):
+    result = suite(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str() + result.stdout.str()
+
+
+def test_bad_model_path_stops_the_run_with_the_fix(suite, tmp_path):
+    result = suite("--illusion-model", str(tmp_path / "missing-dir"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    out = result.stdout.str()
+    assert "is not a builtin (smollm2-135m), an existing checkpoint directory" in out
+    assert "Traceback" not in out

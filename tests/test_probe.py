@@ -1,0 +1,95 @@
+"""The probe engine on a tiny random Llama: batching, MC scoring, gold rank."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from illusion.data import Item
+from illusion.probe import (ProbeConfig, best_rank, build_prompt, continuation_ids, encode_prompt, path_rank,
+                            probe, token_rank)
+from tiny import WORDS
+
+
+def make_items(n: int, lang: str = "en") -> list[Item]:
+    # Questions of different lengths so batches need real padding.
+    return [Item(id=f"t{i:02d}", lang=lang, question=f"What is the {' '.join(WORDS[i:i + 1 + i % 4])}?",
+                 answer=WORDS[i], aliases=(WORDS[i + 20],), distractors=tuple(WORDS[i + 1:i + 4]), type="entity")
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(tiny_model):
+    items = make_items(9)
+    return items, probe(tiny_model, items, ProbeConfig(batch_size=1))
+
+
+@pytest.mark.parametrize("batch_size", [2, 4, 16])
+def test_results_do_not_depend_on_batch_size(tiny_model, one_at_a_time, batch_size):
+    items, single = one_at_a_time
+    batched = probe(tiny_model, items, ProbeConfig(batch_size=batch_size))
+    for one, many in zip(single, batched):
+        assert one.key == many.key
+        assert many.mc_scores == pytest.approx(one.mc_scores, abs=1e-4)
+        assert many.generation == one.generation
+        assert (many.gold_rank, many.first_position_rank) == (one.gold_rank, one.first_position_rank)
+
+
+def naive_option_logprob(loaded, prompt: str, option: str) -> float:
+    """Full forward of prompt+option with no cache: the definition MC scoring must equal."""
+    tokenizer, model = loaded.tokenizer, loaded.model
+    prompt_ids = encode_prompt(tokenizer, prompt, "chat")
+    cont = continuation_ids(tokenizer, prompt, option)
+    ids = torch.tensor([prompt_ids + cont])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
+    return sum(logprobs[len(prompt_ids) - 1 + k, tok].item() for k, tok in enumerate(cont))
+
+
+def test_mc_scores_equal_naive_one_option_at_a_time(tiny_model):
+    items = make_items(5)
+    results = probe(tiny_model, items, ProbeConfig(batch_size=3))
+    for item, result in zip(items, results):
+        naive = [naive_option_logprob(tiny_model, result.prompt, opt) for opt in (item.answer, *item.distractors)]
+        assert result.mc_scores == pytest.approx(naive, abs=1e-4)
+        assert result.options == (item.answer, *item.distractors)
+        assert result.gold_logprob == result.mc_scores[0]
+
+
+def test_prompt_uses_chat_template_and_prompt_is_prefix_of_continuation(tiny_model):
+    tokenizer = tiny_model.tokenizer
+    prompt = build_prompt(tokenizer, "What is the river?", "chat")
+    assert prompt.startswith("<|im_start|>user\nWhat is the river?") and prompt.endswith("assistant\n")
+    cont = continuation_ids(tokenizer, prompt, "mountain")
+    assert tokenizer.decode(cont) == "mountain"
+    plain = build_prompt(tokenizer, "What is the river?", "plain")
+    assert plain == "Question: What is the river?\nAnswer:"
+    assert tokenizer.decode(continuation_ids(tokenizer, plain, "mountain")) == " mountain"
+
+
+def test_greedy_generation_is_single_line_and_rank_is_consistent(tiny_model, one_at_a_time):
+    _, results = one_at_a_time
+    for result in results:
+        assert "\n" not in result.generation
+        assert 1 <= result.gold_rank <= result.first_position_rank
+
+
+def test_gold_rank_on_hand_built_step_scores():
+    # vocab of 6; gold first tokens {2, 4}
+    steps = [torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.0]),   # token 2 is 3rd, token 4 is 5th
+             torch.tensor([0.0, 1.0, 2.0, 9.0, 8.0, 7.0]),   # token 4 is 2nd
+             torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])]   # all tied: ties go to the lower id, token 2 is 3rd
+    assert [best_rank(s, [2, 4]) for s in steps] == [3, 2, 3]
+    assert path_rank(steps, [2, 4]) == (2, 3)
+    assert path_rank([torch.tensor([0.0, 0.0, 7.0])], [2]) == (1, 1)
+
+
+@given(st.lists(st.floats(-50, 50, allow_nan=False, width=32), min_size=2, max_size=40), st.data())
+def test_rank_one_means_greedy_picks_that_token(values, data):
+    logits = torch.tensor(values)
+    token = data.draw(st.integers(0, len(values) - 1))
+    rank = token_rank(logits, token)
+    assert (rank == 1) == (int(logits.argmax()) == token)
+    assert rank == 1 + sorted(range(len(values)), key=lambda i: (-values[i], i)).index(token)

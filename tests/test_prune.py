@@ -1,0 +1,337 @@
+"""Tests for illusion.prune: recipes, calibration windows, and the three pruning methods.
+
+Models are tiny Llamas built here from a fixed seed; the tokenizer is a byte-level BPE trained
+here on the shipped calibration text. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from illusion.errors import ConfigError, RecipeError
+from illusion.prune import (
+    CALIBRATION_ROOT,
+    CalibrationConfig,
+    PruneRecipe,
+    PruneStats,
+    calibration_batch,
+    parse_recipe,
+    prune_linear,
+    prune_model,
+)
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+METHODS = ("magnitude", "wanda", "sparsegpt")
+SHIPPED_LANGS = ("en", "de", "fr", "es", "ru", "zh", "ja", "ar", "hi", "sw")
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def tiny_llama(*, tie: bool = True, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """2 blocks, hidden 64, MLP 192 (so down_proj spans two SparseGPT blocks of 128), GQA."""
+    config = transformers.LlamaConfig(
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=128,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
+    )
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(config).to(dtype).eval()
+
+
+def token_batch(samples: int = 16, seqlen: int = 32, seed: int = 1) -> torch.Tensor:
+    return torch.randint(128, (samples, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def block_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    return {
+        name: mod
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear) and name.startswith("model.layers.")
+    }
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [("wanda:0.5", "wanda-0.5"), ("sparsegpt:2:4", "sparsegpt-2of4"), ("magnitude:0.7", "magnitude-0.7")],
+)
+def test_recipe_round_trips_and_labels(text, label):
+    recipe = parse_recipe(text)
+    assert recipe.label == label
+    assert parse_recipe(recipe.spec) == recipe
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("wanda", "expected 2 or 3"),
+        ("wanda:0", "sparsity must be in (0, 1)"),
+        ("wanda:1", "sparsity must be in (0, 1)"),
+        ("wanda:1.5", "sparsity must be in (0, 1)"),
+        ("wanda:abc", "'abc' is not a number"),
+        ("foo:0.5", "unknown method 'foo'"),
+        ("wanda:3:2", "0 < N < M"),
+        ("wanda:0:4", "0 < N < M"),
+        ("wanda:2:4:1", "expected 2 or 3"),
+        ("", "empty recipe"),
+    ],
+)
+def test_bad_recipe_names_value_and_lists_valid_forms(text, problem):
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(text)
+    message = str(info.value)
+    assert message.startswith(f"--illusion-prune {text!r}: ")
+    assert problem in message
+    assert "METHOD:SPARSITY (e.g. wanda:0.5)" in message
+    assert "METHOD:N:M (e.g. sparsegpt:2:4)" in message
+    assert "magnitude, wanda, sparsegpt" in message
+
+
+def test_recipe_record_validates_itself():
+    with pytest.raises(RecipeError, match="either a sparsity or N:M"):
+        PruneRecipe("wanda", sparsity=0.5, n=2, m=4)
+    with pytest.raises(RecipeError, match="unknown method"):
+        PruneRecipe("random", sparsity=0.5)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- the methods
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=4, deadline=None)
+@given(sparsity=st.floats(min_value=0.05, max_value=0.95))
+def test_unstructured_prunes_exactly_floor_cols_times_s_per_row(method, sparsity):
+    model = tiny_llama()
+    stats = prune_model(model, PruneRecipe(method, sparsity=sparsity), token_batch(8, 16))
+    linears = block_linears(model)
+    assert set(stats.layers) == set(linears) and len(linears) == 2 * len(PROJECTIONS)
+    for name, layer in linears.items():
+        want = int(layer.in_features * sparsity)
+        zeros_per_row = (layer.weight == 0).sum(dim=1)
+        assert (zeros_per_row == want).all(), (name, want, zeros_per_row.unique())
+        assert stats.layers[name] == pytest.approx(want / layer.in_features)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("n", "m"), [(2, 4), (4, 8), (1, 4)])
+def test_n_m_pattern_holds_in_every_group(method, n, m):
+    model = tiny_llama()
+    stats = prune_model(model, PruneRecipe(method, n=n, m=m), token_batch())
+    for name, layer in block_linears(model).items():
+        zeros_per_group = (layer.weight == 0).reshape(-1, m).sum(dim=1)
+        assert (zeros_per_group == n).all(), name
+    assert stats.total == pytest.approx(n / m)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("method", METHODS)
+def test_only_block_linears_change(method, tie):
+    model = tiny_llama(tie=tie)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    prune_model(model, parse_recipe(f"{method}:0.5"), token_batch())
+    pruned = {f"{name}.weight" for name in block_linears(model)}
+    for name, param in model.named_parameters():
+        if name in pruned:
+            assert not torch.equal(param, before[name]), name
+        else:  # embeddings, lm_head (tied or not), norms
+            assert torch.equal(param, before[name]), name
+    assert torch.equal(model.get_output_embeddings().weight, before.get("lm_head.weight", before["model.embed_tokens.weight"]))
+
+
+def uneven_inputs(seed: int, tokens: int = 1024, cols: int = 256) -> torch.Tensor:
+    """Activations like an LLM's: column norms spanning two orders of magnitude, and columns
+    correlated through a few shared factors. (With independent columns OBS updates have nothing
+    to exploit, and SparseGPT's per-block mask can then lose to Wanda's row-wide one.)"""
+    generator = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(-1, 1, cols)[torch.randperm(cols, generator=generator)]
+    factors = torch.randn(tokens, 8, generator=generator) @ torch.randn(8, cols, generator=generator)
+    noise = torch.randn(tokens, cols, generator=generator)
+    return (factors / 8**0.5 + 0.5 * noise) * scales
+
+
+def linear_from_seed(seed: int, rows: int = 64, cols: int = 256) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(cols, rows, bias=False)
+
+
+@pytest.mark.parametrize("spec", ["sparsegpt:0.5", "sparsegpt:2:4"])
+def test_sparsegpt_keeps_pruned_zeros_and_updates_the_rest(spec):
+    layer, X = linear_from_seed(0), uneven_inputs(0)
+    before = layer.weight.detach().clone()
+    mask = prune_linear(layer, parse_recipe(spec), X)
+    after = layer.weight.detach()
+    assert (after[mask] == 0).all()
+    changed = after[~mask] != before[~mask]  # OBS moved the surviving weights
+    assert changed.float().mean() > 0.9
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reconstruction_error_sparsegpt_le_wanda_le_magnitude(seed):
+    X = uneven_inputs(seed)
+    errors = {}
+    for method in METHODS:
+        layer = linear_from_seed(seed)
+        dense_out = layer(X).detach()
+        prune_linear(layer, PruneRecipe(method, sparsity=0.5), X)
+        errors[method] = torch.linalg.norm(dense_out - layer(X).detach()).item()
+    assert errors["sparsegpt"] <= errors["wanda"] <= errors["magnitude"], errors
+
+
+@pytest.mark.parametrize(
+    ("spec", "pruned_cols"), [("wanda:0.5", [0, 1, 2, 3]), ("wanda:2:4", [0, 1, 4, 5])]
+)
+def test_wanda_prunes_the_lowest_norm_inputs(spec, pruned_cols):
+    layer = nn.Linear(8, 4, bias=False)
+    nn.init.ones_(layer.weight)
+    X = torch.diag(torch.arange(1.0, 9.0))  # input column j has norm j + 1
+    mask = prune_linear(layer, parse_recipe(spec), X)
+    expected = torch.zeros(4, 8, dtype=torch.bool)
+    expected[:, pruned_cols] = True
+    assert torch.equal(mask, expected)
+    assert torch.equal(layer.weight == 0, expected)
+
+
+def test_blocks_are_calibrated_on_the_pruned_blocks_before_them():
+    dense, calibration = tiny_llama(), token_batch()
+    pruned = copy.deepcopy(dense)
+    prune_model(pruned, parse_recipe("wanda:0.5"), calibration)
+    # Dense block 1 behind pruned block 0: the inputs Wanda must have used for block 1.
+    hybrid = copy.deepcopy(dense)
+    hybrid.model.layers[0].load_state_dict(pruned.model.layers[0].state_dict())
+
+    def block1_masks(model):
+        sq_norms, handles = {}, []
+        for name, mod in model.model.layers[1].named_modules():
+            if isinstance(mod, nn.Linear):
+                hook = lambda _m, inp, _o, name=name: sq_norms.__setitem__(  # noqa: E731
+                    name, inp[0].reshape(-1, inp[0].shape[-1]).square().sum(0)
+                )
+                handles.append(mod.register_forward_hook(hook))
+        with torch.no_grad():
+            model(calibration, use_cache=False)
+        for handle in handles:
+            handle.remove()
+        masks = {}
+        for name, mod in dense.model.layers[1].named_modules():
+            if isinstance(mod, nn.Linear):
+                score = mod.weight.abs() * sq_norms[name].sqrt()
+                keep = torch.sort(score, dim=1, stable=True)[1][:, : mod.in_features // 2]
+                masks[name] = torch.zeros_like(score, dtype=torch.bool).scatter_(1, keep, True)
+        return masks
+
+    actual = {
+        name: mod.weight == 0
+        for name, mod in pruned.model.layers[1].named_modules()
+        if isinstance(mod, nn.Linear)
+    }
+    sequential, from_dense = block1_masks(hybrid), block1_masks(dense)
+    assert all(torch.equal(actual[name], sequential[name]) for name in actual)
+    assert not all(torch.equal(actual[name], from_dense[name]) for name in actual)
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_bfloat16_model_keeps_its_dtype_and_exact_sparsity(method):
+    model = tiny_llama(dtype=torch.bfloat16)
+    prune_model(model, PruneRecipe(method, sparsity=0.5), token_batch())
+    for layer in block_linears(model).values():
+        assert layer.weight.dtype == torch.bfloat16
+        assert ((layer.weight == 0).sum(dim=1) == layer.in_features // 2).all()
+
+
+def test_progress_reports_each_block_and_stats_add_up():
+    lines = []
+    stats = prune_model(tiny_llama(), parse_recipe("wanda:0.5"), token_batch(), progress=lines.append)
+    assert lines == [
+        "wanda 0.5: block 1/2 pruned (7 linears)",
+        "wanda 0.5: block 2/2 pruned (7 linears)",
+    ]
+    assert isinstance(stats, PruneStats) and stats.total == pytest.approx(0.5)
+
+
+def test_magnitude_needs_no_calibration_but_wanda_does():
+    prune_model(tiny_llama(), parse_recipe("magnitude:0.5"), None)
+    with pytest.raises(ConfigError, match="calibration_batch"):
+        prune_model(tiny_llama(), parse_recipe("wanda:0.5"), None)
+
+
+def test_n_m_that_does_not_divide_a_layer_fails_before_pruning():
+    model = tiny_llama()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(RecipeError, match=r"q_proj has 64 input columns, not a multiple of M=3"):
+        prune_model(model, parse_recipe("wanda:2:3"), token_batch())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A byte-level BPE trained on the shipped calibration text, wrapped as an HF tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train([str(CALIBRATION_ROOT / f"{lang}.txt") for lang in SHIPPED_LANGS], trainer)
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def test_every_shipped_language_fills_the_default_batch(tokenizer):
+    config = CalibrationConfig()
+    assert set(config.langs) == set(SHIPPED_LANGS)
+    batch = calibration_batch(tokenizer, config)
+    assert batch.shape == (64, 256) and batch.dtype == torch.long
+
+
+def test_windows_are_seeded_and_come_from_each_language_in_turn(tokenizer):
+    config = CalibrationConfig(langs=("en", "ja", "sw"), samples=7, seqlen=32, seed=3)
+    batch = calibration_batch(tokenizer, config)
+    assert batch.shape == (7, 32)
+    assert torch.equal(batch, calibration_batch(tokenizer, config))
+    other = CalibrationConfig(langs=config.langs, samples=7, seqlen=32, seed=4)
+    assert not torch.equal(batch, calibration_batch(tokenizer, other))
+    for i, row in enumerate(batch):
+        text = (CALIBRATION_ROOT / f"{config.langs[i % 3]}.txt").read_text(encoding="utf-8")
+        ids = torch.tensor(tokenizer.encode(text, add_special_tokens=False))
+        assert (ids.unfold(0, 32, 1) == row).all(dim=1).any(), i
+
+
+def test_unknown_language_lists_the_available_ones(tokenizer):
+    with pytest.raises(ConfigError) as info:
+        calibration_batch(tokenizer, CalibrationConfig(langs=("en", "xx")))
+    message = str(info.value)
+    assert "'xx'" in message and "xx.txt does not exist" in message
+    assert "available: ar, de, en, es, fr, hi, ja, ru, sw, zh" in message
+
+
+def test_text_shorter_than_one_window_says_how_many_tokens(tokenizer, tmp_path):
+    (tmp_path / "en.txt").write_text("Too short.", encoding="utf-8")
+    n_tokens = len(tokenizer.encode("Too short.", add_special_tokens=False))
+    with pytest.raises(ConfigError, match=rf"en.txt: {n_tokens} tokens, fewer than one window"):
+        calibration_batch(tokenizer, CalibrationConfig(langs=("en",)), root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"langs": ()}, {"langs": ("en", "en")}, {"samples": 0}, {"seqlen": -1}]
+)
+def test_bad_calibration_config_is_rejected(kwargs):
+    with pytest.raises(ConfigError):
+        CalibrationConfig(**kwargs)

@@ -1,0 +1,67 @@
+"""Tiny models and datasets built inside the tests (random weights, real HF save/load, no network)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+WORDS = ("river mountain city stone light paper garden window music water forest silver bread "
+         "castle island bridge candle cloud horse apple summer winter violet copper marble "
+         "rivière montagne ville pierre lumière papier jardin fenêtre musique forêt argent pain "
+         "château île pont bougie nuage cheval pomme été hiver cuivre marbre").split()
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def build_tokenizer(chat: bool = True):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    text = [" ".join(WORDS), "What is the name of the old river?\nQuel est le nom de la vieille ville ?\n"] * 20
+    tok.train_from_iterator(text, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token="<|im_start|>")
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model_dir(path: Path, *, seed: int, chat: bool = True) -> Path:
+    """A 2-layer Llama with random (but peaked) weights, saved as a standard checkpoint."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer(chat)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         initializer_range=0.3, tie_word_embeddings=False,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_items(directory: Path, items: list[dict]) -> Path:
+    """Write items grouped into ``<lang>.jsonl`` files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    by_lang: dict[str, list[dict]] = {}
+    for item in items:
+        by_lang.setdefault(item["lang"], []).append(item)
+    for lang, rows in by_lang.items():
+        (directory / f"{lang}.jsonl").write_text(
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return directory
+
+
+def item(id: str, lang: str, question: str, answer: str, distractors, aliases=()) -> dict:
+    return {"id": id, "lang": lang, "question": question, "answer": answer, "aliases": list(aliases),
+            "distractors": list(distractors), "type": "entity"}
