@@ -125,6 +125,14 @@ def _answer_problems(item: Item) -> list[str]:
 
 def read_jsonl(path: Path, lang: str | None = None) -> list[Item]:
     """Read one ``<lang>.jsonl`` file; raise one DataError listing every bad row."""
+    items, problems = scan_jsonl(path, lang)
+    if problems:
+        raise DataError(_summarise(problems))
+    return items
+
+
+def scan_jsonl(path: Path, lang: str | None = None) -> tuple[list[Item], list[str]]:
+    """The valid items of a file and the problems of the others (the validator lists them all)."""
     items: list[Item] = []
     problems: list[str] = []
     seen: dict[str, str] = {}
@@ -152,9 +160,7 @@ def read_jsonl(path: Path, lang: str | None = None) -> list[Item]:
             continue
         seen[item.id] = origin
         items.append(item)
-    if problems:
-        raise DataError(_summarise(problems))
-    return items
+    return items, problems
 
 
 def _summarise(problems: Sequence[str], shown: int = 20) -> str:

@@ -8,6 +8,7 @@ summary and report.json work the same with and without xdist.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -216,3 +217,27 @@ def check_consistency(verdict, item) -> None:
         pytest.xfail("pre-existing illusion: the reference is recognition-only on this item too "
                      f"(reference greedy: {verdict.reference.generation!r})")
     pytest.fail(consistency_message(verdict, item), pytrace=False)
+
+
+ITEM_NODE = re.compile(r"::test_(mc_implies_generation|gold_rank)\[(?P<lang>[^\]-]+)-(?P<id>[^\]]+)\]$")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under ``-n N`` with the default ``--dist load``: send each item block to one worker.
+
+    All tests of an item, and the items of one block (a language slice), run on the same worker,
+    so each worker computes exactly the items it runs, in batches.
+    """
+    if config.getvalue("dist") != "load":
+        return None  # respect an explicit --dist choice
+    from xdist.scheduler import LoadScopeScheduling
+
+    from .session import scope_of
+
+    class ItemBlockScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            match = ITEM_NODE.search(nodeid)
+            return f"illusion:{scope_of(match['lang'], match['id'])}" if match else nodeid
+
+    return ItemBlockScheduling(config, log)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
@@ -172,6 +173,9 @@ class Engine:
         self.newline = newline_mask(self.tokenizer, self.head_weight.shape[0]).to(self.device)
         self.stop_ids = _stop_ids(self.model, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
+        # Wall time and token counts per phase, for benchmarks/probe_speed.py.
+        self.stats = {"prompt_s": 0.0, "mc_s": 0.0, "generate_s": 0.0,
+                      "prompt_tokens": 0, "option_tokens": 0, "generated_tokens": 0}
 
     def logits(self, hidden: "torch.Tensor") -> "torch.Tensor":
         """float32 logits from final hidden states."""
@@ -202,15 +206,23 @@ class Engine:
     def _run_batch(self, items, prompts, encoded) -> list[ItemResult]:
         import torch
 
+        clock = time.perf_counter
         with torch.inference_mode():
+            start = clock()
             ids, mask = _left_pad(encoded, self.pad_id, self.device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
             last_logits = self.logits(out.last_hidden_state[:, -1])  # [B, V]
             cache = out.cache
             options = [(item.answer, *item.distractors) for item in items]
+            scored = clock()
             scores = self._score_options(items, prompts, encoded, options, last_logits, cache, mask)
+            generated = clock()
             generations, ranks, firsts = self._greedy(items, last_logits, cache, mask)
+        self.stats["prompt_s"] += scored - start
+        self.stats["mc_s"] += generated - scored
+        self.stats["generate_s"] += clock() - generated
+        self.stats["prompt_tokens"] += sum(len(e) for e in encoded)
         results = []
         for i, item in enumerate(items):
             verdict = judge(generations[i], answers=(item.answer, *item.aliases),
@@ -250,6 +262,7 @@ class Engine:
                     targets = torch.tensor(tokens[1:], device=self.device)
                     total += logprobs[row, : len(tokens) - 1].gather(-1, targets[:, None]).sum().item()
                 scores[q][o] = total
+        self.stats["option_tokens"] += sum(len(c) for c in conts)
         return scores
 
     def _greedy(self, items, last_logits, cache, mask):
@@ -288,6 +301,7 @@ class Engine:
             out = self.body(input_ids=chosen[rows][:, None], attention_mask=mask, position_ids=positions,
                             cache=cache, use_cache=True)
             logits = self.logits(out.last_hidden_state[:, -1])
+        self.stats["generated_tokens"] += sum(len(t) for t in tokens)
         texts = [_answer_line(self.tokenizer.decode(t, skip_special_tokens=True)) for t in tokens]
         return texts, [int(r) for r in ranks], firsts
 

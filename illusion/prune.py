@@ -302,7 +302,10 @@ _PRUNERS = {"magnitude": _Magnitude, "wanda": _Wanda, "sparsegpt": _SparseGPT}
 def prune_linear(
     layer: nn.Linear, recipe: PruneRecipe, inputs: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Prune one Linear in place from its inputs [tokens, in] (or [batch, seq, in]); return the mask."""
+    """Prune one Linear in place, given its inputs [tokens, in] or [batch, seq, in].
+
+    Returns the bool mask [out, in] of the weights it zeroed. Magnitude ignores ``inputs``.
+    """
     _check_divisible({"layer": layer}, recipe)
     pruner = _PRUNERS[recipe.method](layer)
     with torch.no_grad():
@@ -358,7 +361,7 @@ class _StopForward(Exception):
 
 
 def _decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """Find the ModuleList of decoder blocks (model.layers, decoder.layers, gpt_neox.layers, ...)."""
+    """Find the ModuleList of decoder blocks (model.layers, model.decoder.layers, ...)."""
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "get_text_config"):
         config = config.get_text_config()
@@ -417,8 +420,13 @@ def _capture_inputs(model, block: nn.Module, calibration: torch.Tensor) -> list:
     return captured
 
 
+def _feed(pruner):
+    """Forward hook that hands a Linear's input to its pruner's ``add_batch``."""
+    return lambda _module, inputs, _output: pruner.add_batch(inputs[0])
+
+
 def _run_block(block: nn.Module, captured: list, *, keep: bool = True) -> list:
-    """Run ``block`` on every captured chunk; with ``keep`` return its outputs as the next inputs."""
+    """Run ``block`` on each captured chunk; with ``keep``, return outputs as the next inputs."""
     device = next(block.parameters()).device
     outputs = []
     for hidden, args, kwargs in captured:
@@ -435,16 +443,23 @@ def prune_model(
     *,
     progress: Callable[[str], None] | None = None,
 ) -> PruneStats:
-    """Prune ``model`` in place; ``calibration`` is a LongTensor [samples, seqlen] (unused by magnitude)."""
+    """Prune the Linear layers of ``model``'s decoder blocks in place, block by block.
+
+    ``calibration`` holds token ids [samples, seqlen] (see ``calibration_batch``); magnitude
+    ignores it. ``progress`` gets one line per block.
+    """
     prefix, blocks = _decoder_blocks(model)
     per_block = [
-        {f"{prefix}.{i}.{n}": mod for n, mod in block.named_modules() if isinstance(mod, nn.Linear)}
+        {f"{prefix}.{i}.{name}": mod for name, mod in block.named_modules()
+         if isinstance(mod, nn.Linear)}
         for i, block in enumerate(blocks)
     ]
     _check_divisible({n: mod for linears in per_block for n, mod in linears.items()}, recipe)
     calibrated = recipe.method != "magnitude"
     if calibrated and (
-        calibration is None or calibration.dim() != 2 or calibration.dtype not in (torch.long, torch.int)
+        calibration is None
+        or calibration.dim() != 2
+        or calibration.dtype not in (torch.long, torch.int)
         or calibration.numel() == 0
     ):
         raise ConfigError(
@@ -461,8 +476,7 @@ def prune_model(
             for index, (block, linears) in enumerate(zip(blocks, per_block)):
                 pruners = {name: _PRUNERS[recipe.method](mod) for name, mod in linears.items()}
                 handles = [
-                    mod.register_forward_hook(lambda _m, inp, _o, p=pruners[name]: p.add_batch(inp[0]))
-                    for name, mod in linears.items()
+                    mod.register_forward_hook(_feed(pruners[name])) for name, mod in linears.items()
                 ]
                 try:
                     if calibrated:

