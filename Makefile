@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 # Nothing in tests or the demo may download from the Hugging Face hub.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+# The starter set: 40 aligned items in each of six languages (the full set: DEMO_ARGS=).
+DEMO_ARGS ?= --illusion-langs en,de,fr,es,zh,ru --illusion-limit-per-lang 40
 
 .PHONY: test demo bench clean
 
@@ -21,7 +23,7 @@ test: $(VENV)/.installed
 
 # Exit 0 when the suite ran (illusion failures are findings, not errors); non-zero on errors.
 demo: $(VENV)/.installed
-	$(PY) -m pytest illusion_tests --illusion-report reports -q -rN; \
+	$(PY) -m pytest illusion_tests $(DEMO_ARGS) --illusion-report reports -q -rN; \
 	status=$$?; if [ $$status -le 1 ]; then exit 0; else exit $$status; fi
 
 bench: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""Command line: ``python -m illusion validate PATH``.
+"""Command line: ``python -m illusion validate PATH`` and ``python -m illusion prune ...``.
 
 Subcommands print one line per problem (``file:line: field ...; fix``) and exit 1 when any is
 found, 2 on usage errors.
@@ -11,8 +11,6 @@ import json
 import sys
 from pathlib import Path
 from typing import Sequence
-
-import json
 
 from .data import available_langs, default_dataset, scan_jsonl
 from .errors import IllusionError
@@ -59,21 +57,58 @@ def _raw_ids(file: Path) -> dict[str, str]:
     return found
 
 
+def run_validate(args: argparse.Namespace) -> int:
+    problems = validate(args.path)
+    for problem in problems:
+        print(problem)
+    print(f"{len(problems)} problem(s) in {args.path}" if problems else f"ok: {args.path}")
+    return 1 if problems else 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """Prune a model and write a standard Hugging Face checkpoint (safetensors + tokenizer)."""
+    from .models import parse_spec
+    from .prune import CalibrationConfig, parse_recipe, prune_checkpoint
+
+    amount = args.sparsity if args.sparsity is not None else args.nm
+    option = "--sparsity" if args.sparsity is not None else "--nm"
+    recipe = parse_recipe(f"{args.method}:{amount}", option=option)
+    langs = {"langs": tuple(x for x in args.calibration_langs.split(",") if x)} if args.calibration_langs else {}
+    calibration = CalibrationConfig(samples=args.calibration_samples, seqlen=args.calibration_seqlen,
+                                    seed=args.seed, **langs)
+    stats = prune_checkpoint(parse_spec(args.model), recipe, calibration, args.out, device=args.device,
+                             trust_remote_code=args.trust_remote_code,
+                             progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(f"{args.out}: {recipe.spec}, {stats.total:.2%} zeros over {len(stats.layers)} linear layers")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m illusion", description="benchmark-illusion tools")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("validate", help="check a dataset directory or .jsonl file")
     check.add_argument("path", nargs="?", type=Path, default=default_dataset())
+    check.set_defaults(run=run_validate)
+    prune = commands.add_parser("prune", help="prune a model and write a Hugging Face checkpoint")
+    prune.add_argument("--model", required=True, help="smollm2-135m, a checkpoint dir, a .gguf file or org/name")
+    prune.add_argument("--method", required=True, choices=["magnitude", "wanda", "sparsegpt"])
+    amount = prune.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--sparsity", help="unstructured fraction of zeros per row, e.g. 0.5")
+    amount.add_argument("--nm", help="semi-structured N:M, e.g. 2:4 (N zeros in every M inputs)")
+    prune.add_argument("--out", required=True, type=Path, help="directory to write the checkpoint to")
+    prune.add_argument("--calibration-langs", default="", help="e.g. fr,de (default: all shipped languages)")
+    prune.add_argument("--calibration-samples", type=int, default=64)
+    prune.add_argument("--calibration-seqlen", type=int, default=256)
+    prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument("--device", default="auto")
+    prune.add_argument("--trust-remote-code", action="store_true")
+    prune.set_defaults(run=run_prune)
     args = parser.parse_args(argv)
     try:
-        problems = validate(args.path)
+        return args.run(args)
     except IllusionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for problem in problems:
-        print(problem)
-    print(f"{len(problems)} problem(s) in {args.path}" if problems else f"ok: {args.path}")
-    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ _PER_CHAR = re.compile(
 _DIGITS = re.compile("[0-9]+")
 
 # Articles carry no answer, and models add or drop them freely ("the Nile" vs "Nile"). Only
-# whole tokens are removed. French keeps de/du/des: they are part of names ("de Gaulle").
-# "l" is the elided article of "l'Everest" once the apostrophe has split it off.
+# whole tokens are removed, and only at the start (see _drop_articles). French keeps de/du/des:
+# they are part of names ("de Gaulle"). "l" is the elided article of "l'Everest" once the
+# apostrophe has split it off.
 _ARTICLES: dict[str, frozenset[str]] = {
     "en": frozenset({"a", "an", "the"}),
     "de": frozenset("der die das den dem des ein eine einen einem einer eines".split()),
@@ -61,7 +62,7 @@ _AR_ARTICLE = "\u0627\u0644"
 
 
 def _primary(lang: str) -> str:
-    """"pt-BR" and "zh_Hans" use the rules of their primary language."""
+    """Region and script subtags ("pt-BR", "zh_Hans") follow their language's rules."""
     return re.split("[-_]", lang.strip().casefold(), maxsplit=1)[0]
 
 
@@ -91,7 +92,13 @@ def _split(text: str) -> list[str]:
 
 
 def _drop_articles(toks: list[str], lang: str) -> list[str]:
-    """Remove article tokens, never all of them: a phrase of only articles stays itself."""
+    """Remove leading article tokens, never all of them: a phrase of only articles stays itself.
+
+    Leading only: an answer that starts with an article ("The Beatles") must match an output
+    without it, and an article inside the output cannot hide a contiguous answer anyway. Dropping
+    articles everywhere would also drop letters used as names: "Vitamin A" would equal
+    "Vitamin D" (both "vitamin") and "The answer is A" would lose its answer.
+    """
     if lang == "ar":
         stripped = []
         for tok in toks:
@@ -100,8 +107,8 @@ def _drop_articles(toks: list[str], lang: str) -> list[str]:
             stripped.append(tok)
         return stripped
     articles = _ARTICLES.get(lang, frozenset())
-    kept = [tok for tok in toks if tok not in articles]
-    return kept or toks
+    start = next((i for i, tok in enumerate(toks) if tok not in articles), 0)
+    return toks[start:]
 
 
 def _group_thousands(toks: list[str]) -> list[str]:
@@ -143,7 +150,6 @@ def tokens(text: str, lang: str) -> tuple[str, ...]:
     # "é" vs "e" can distinguish words.
     text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     text = _NON_ASCII_DIGIT.sub(lambda m: str(unicodedata.digit(m.group())), text)
-    # Articles go before digit grouping, so "1 the 000" normalises once and for all.
     return tuple(_group_thousands(_drop_articles(_split(text), _primary(lang))))
 
 

@@ -33,6 +33,9 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "seed": (int, 0, "seed for the subset choice and sampling probes"),
     "prompt-format": (str, "auto", "auto (chat template if the model has one), chat or plain"),
     "max-new-tokens": (int, 24, "greedy answer length limit (stops earlier at newline/EOS)"),
+    "calibration-langs": (str, None, "calibration text languages for wanda/sparsegpt, e.g. fr (default: all shipped)"),
+    "calibration-samples": (int, 64, "calibration windows for wanda/sparsegpt"),
+    "calibration-seqlen": (int, 256, "tokens per calibration window"),
 }
 FLAGS = {"trust-remote-code": "allow model repositories to run their own code (off by default)"}
 SESSION_KEY = pytest.StashKey["IllusionSession"]()
@@ -76,20 +79,32 @@ def run_config(config: pytest.Config):
     from .session import RunConfig
 
     langs = _option(config, "langs")
+    calibration_langs = _option(config, "calibration-langs")
+    prune = _option(config, "prune")
+    if prune:
+        from .prune import parse_recipe
+
+        parse_recipe(prune)  # a bad recipe is a usage error before anything loads
     prompt_format = _option(config, "prompt-format")
     if prompt_format not in ("auto", "chat", "plain"):
         raise ConfigError(f"--illusion-prompt-format {prompt_format!r}: choose auto, chat or plain")
     trust = config.getoption("illusion_trust_remote_code") or config.getini("illusion_trust_remote_code")
     return RunConfig(
-        model=_option(config, "model"), reference=_option(config, "reference"), prune=_option(config, "prune"),
+        model=_option(config, "model"), reference=_option(config, "reference"), prune=prune,
         dataset=_option(config, "dataset"),
-        langs=tuple(x.strip() for x in langs.split(",") if x.strip()) if langs else None,
+        langs=_split_list(langs),
         limit_per_lang=_option(config, "limit-per-lang"), report_dir=_option(config, "report"),
         rank_tolerance=_option(config, "rank-tolerance"), device=_option(config, "device"),
         dtype=_option(config, "dtype"), batch_size=_option(config, "batch-size"), seed=_option(config, "seed"),
         trust_remote_code=bool(trust), prompt_format=prompt_format,
         max_new_tokens=_option(config, "max-new-tokens"),
+        calibration_langs=_split_list(calibration_langs), calibration_samples=_option(config, "calibration-samples"),
+        calibration_seqlen=_option(config, "calibration-seqlen"),
     )
+
+
+def _split_list(text: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in text.split(",") if x.strip()) or None if text else None
 
 
 def _session(config: pytest.Config):
@@ -97,9 +112,21 @@ def _session(config: pytest.Config):
     if SESSION_KEY not in config.stash:
         from .session import IllusionSession
 
+        if hasattr(config, "workerinput"):
+            _share_cores(int(config.workerinput.get("workercount", 1)))
+
         config.stash[SESSION_KEY] = IllusionSession(
             run_config(config), progress=lambda msg: _say(config, msg), scoped=hasattr(config, "workerinput"))
     return config.stash[SESSION_KEY]
+
+
+def _share_cores(workers: int) -> None:
+    """Each xdist worker gets its share of the cores, so N workers do not oversubscribe them."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
 
 
 def _say(config: pytest.Config, message: str) -> None:

@@ -15,11 +15,11 @@ from typing import Callable, Literal, get_args
 import torch
 from torch import nn
 
+from illusion.data import fixtures_dir
 from illusion.errors import ConfigError, ModelError, RecipeError
 
 Method = Literal["magnitude", "wanda", "sparsegpt"]
 METHODS: tuple[str, ...] = get_args(Method)
-CALIBRATION_ROOT = Path(__file__).resolve().parent.parent / "fixtures" / "calibration"
 
 _VALID_FORMS = (
     "valid forms: METHOD:SPARSITY (e.g. wanda:0.5) or METHOD:N:M (e.g. sparsegpt:2:4) "
@@ -132,22 +132,31 @@ class CalibrationConfig:
     seed: int = 0  # seeds the generator that picks window starts
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "langs", tuple(self.langs))
-        if not self.langs or len(set(self.langs)) != len(self.langs):
+        if isinstance(self.langs, str) or not self.langs or len(set(self.langs)) < len(self.langs):
             raise ConfigError(
-                f"calibration langs {self.langs!r}: give one or more distinct language codes"
+                f"calibration langs {self.langs!r}: give a tuple of distinct language codes, "
+                "e.g. ('en', 'de')"
             )
+        object.__setattr__(self, "langs", tuple(self.langs))
         for name in ("samples", "seqlen"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"calibration {name}={value!r}: must be a positive integer")
 
 
+def calibration_root() -> Path:
+    """The shipped calibration text: ``fixtures/calibration`` (or its copy in the wheel)."""
+    return fixtures_dir() / "calibration"
+
+
 def calibration_batch(
-    tokenizer, config: CalibrationConfig, root: Path = CALIBRATION_ROOT
+    tokenizer, config: CalibrationConfig, root: Path | None = None
 ) -> torch.Tensor:
-    """Return a LongTensor [samples, seqlen] of random windows, languages round-robin."""
-    root = Path(root)
+    """Return a LongTensor [samples, seqlen] of random windows, languages round-robin.
+
+    ``root`` holds one ``<lang>.txt`` per language (default: ``calibration_root()``).
+    """
+    root = Path(root) if root is not None else calibration_root()
     available = sorted(p.stem for p in root.glob("*.txt"))
     tokens: dict[str, torch.Tensor] = {}
     for lang in config.langs:
@@ -378,9 +387,10 @@ def _decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     if len(outer) != 1:
         where = ", ".join(n for n, _ in outer) or "none"
         raise ModelError(
-            f"{type(model).__name__}: cannot find its decoder blocks (a ModuleList of "
-            f"{depth or 'N'} blocks with Linear layers; found: {where}); prune a decoder-only "
-            "causal LM such as Llama, Qwen, Mistral, OPT or GPT-NeoX"
+            f"{type(model).__name__}: cannot find its decoder blocks (one ModuleList of "
+            f"{depth or 'N'} blocks holding nn.Linear layers; found: {where}); prune a decoder-only "
+            "causal LM built from nn.Linear, such as Llama, Qwen, Mistral, OPT or GPT-NeoX "
+            "(GPT-2's Conv1D layers are not supported)"
         )
     return outer[0]
 
@@ -502,3 +512,59 @@ def prune_model(
     finally:
         model.train(was_training)
     return PruneStats(recipe=recipe, layers=layers, total=zeros / max(total, 1))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+# Bumped whenever pruning changes numerically, so cached pruned checkpoints are not reused.
+PRUNE_VERSION = 1
+
+
+def pruned_fingerprint(base_fingerprint: str, recipe: PruneRecipe, calibration: CalibrationConfig) -> str:
+    """Fingerprint of a pruned model, known without pruning: base weights + recipe + calibration."""
+    import hashlib
+    import json
+
+    key = {"base": base_fingerprint, "recipe": recipe.spec, "calibration_langs": list(calibration.langs),
+           "samples": calibration.samples, "seqlen": calibration.seqlen, "seed": calibration.seed,
+           "version": PRUNE_VERSION}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prune_checkpoint(
+    spec,
+    recipe: PruneRecipe,
+    calibration: CalibrationConfig,
+    out: Path,
+    *,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> PruneStats:
+    """Load ``spec`` in float32, prune it, and write a standard HF checkpoint to ``out`` atomically."""
+    import os
+    import shutil
+    import tempfile
+
+    from .models import load_model
+
+    say = progress or (lambda _msg: None)
+    loaded = load_model(spec, dtype="float32", device=device, trust_remote_code=trust_remote_code, progress=say)
+    ids = calibration_batch(loaded.tokenizer, calibration) if recipe.method != "magnitude" else None
+    say(f"pruning {spec.raw} with {recipe.spec}"
+        + (f" on {ids.shape[0]}x{ids.shape[1]} calibration tokens ({','.join(calibration.langs)})" if ids is not None else ""))
+    stats = prune_model(loaded.model, recipe, ids, progress=say)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        loaded.model.save_pretrained(staging, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(staging)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    say(f"pruned to {stats.total:.1%} zeros in the decoder linears; wrote {out}")
+    return stats

@@ -8,12 +8,12 @@ worker. A candidate identical to the reference is probed once and used for both 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 from .data import Item, load_items
-from .errors import ConfigError
-from .models import LoadedModel, load_model, parse_spec
+from .models import LoadedModel, cache_root, fingerprint, load_model, parse_spec
 from .probe import ItemResult, ProbeConfig, probe
 from .verdict import ItemVerdict
 
@@ -40,6 +40,9 @@ class RunConfig:
     trust_remote_code: bool = False
     prompt_format: str = "auto"
     max_new_tokens: int = 24
+    calibration_langs: tuple[str, ...] | None = None  # None: every shipped calibration language
+    calibration_samples: int = 64
+    calibration_seqlen: int = 256
 
     @property
     def probe_config(self) -> ProbeConfig:
@@ -61,6 +64,9 @@ class RunConfig:
             "limit_per_lang": self.limit_per_lang, "device": self.device, "dtype": self.dtype,
             "batch_size": self.batch_size, "seed": self.seed, "prompt_format": self.prompt_format,
             "max_new_tokens": self.max_new_tokens, "rank_tolerance": self.rank_tolerance,
+            "calibration": {"langs": list(self.calibration_langs) if self.calibration_langs else None,
+                            "samples": self.calibration_samples, "seqlen": self.calibration_seqlen}
+            if self.prune else None,
         }
 
 
@@ -128,15 +134,33 @@ class IllusionSession:
     def _model(self, side: str) -> LoadedModel:
         if side not in self._models:
             if side == "candidate" and self.config.prune:
-                raise ConfigError(
-                    f"--illusion-prune {self.config.prune!r}: in-process pruning is not available yet; "
-                    "prune with another tool and pass the checkpoint as --illusion-model"
-                )
-            raw = self.config.model if side == "candidate" else self.config.reference_spec
-            self._models[side] = load_model(parse_spec(raw), dtype=self.config.dtype, device=self.config.device,
+                spec = parse_spec(str(self._pruned_dir()))
+            else:
+                spec = parse_spec(self.config.model if side == "candidate" else self.config.reference_spec)
+            self._models[side] = load_model(spec, dtype=self.config.dtype, device=self.config.device,
                                             trust_remote_code=self.config.trust_remote_code, progress=self.progress)
         return self._models[side]
 
+    def _pruned_dir(self) -> Path:
+        """The candidate checkpoint: ``--illusion-model`` pruned by the recipe, cached by fingerprint.
 
-def with_overrides(config: RunConfig, **changes) -> RunConfig:
-    return replace(config, **changes)
+        A lock makes xdist workers prune once: the second waits, then loads the first's result.
+        """
+        from filelock import FileLock
+
+        from .prune import CalibrationConfig, parse_recipe, prune_checkpoint, pruned_fingerprint
+
+        base = parse_spec(self.config.model)
+        recipe = parse_recipe(self.config.prune or "")
+        extra = {"langs": self.config.calibration_langs} if self.config.calibration_langs else {}
+        calibration = CalibrationConfig(samples=self.config.calibration_samples,
+                                        seqlen=self.config.calibration_seqlen, seed=self.config.seed, **extra)
+        key = pruned_fingerprint(fingerprint(base), recipe, calibration)
+        target = cache_root() / "pruned" / f"{base.label}-{recipe.label}-{key}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target) + ".lock"):
+            if not (target / "config.json").is_file():
+                prune_checkpoint(base, recipe, calibration, target, device=self.config.device,
+                                 trust_remote_code=self.config.trust_remote_code, progress=self.progress)
+        return target
+

@@ -30,3 +30,36 @@ def test_validate_lists_every_problem(tmp_path):
     assert "en.jsonl:1: field 'distractors' entry 'Paris' matches the gold form 'Paris'" in out
     assert "fr.jsonl: ids q2 are missing" in out
     assert "2 problem(s)" in out
+
+
+def test_prune_writes_a_checkpoint_plain_transformers_loads(tiny_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "pruned"
+    result = run("prune", "--model", str(tiny_dir), "--method", "magnitude", "--sparsity", "0.5", "--out", str(out),
+                 "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "block 2/2" in result.stderr  # progress per block
+    model = AutoModelForCausalLM.from_pretrained(out)
+    weight = model.model.layers[0].mlp.up_proj.weight
+    assert float((weight == 0).float().mean()) == 0.5
+    dense = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    assert torch.equal(model.model.embed_tokens.weight, dense.model.embed_tokens.weight)
+    assert any(p.name == "model.safetensors" for p in out.iterdir())
+
+
+def test_prune_wanda_with_calibration_languages(tiny_dir, tmp_path):
+    out = tmp_path / "wanda"
+    result = run("prune", "--model", str(tiny_dir), "--method", "wanda", "--nm", "2:4", "--out", str(out),
+                 "--calibration-langs", "fr,de", "--calibration-samples", "4", "--calibration-seqlen", "32",
+                 "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "4x32 calibration tokens (fr,de)" in result.stderr and "wanda:2:4" in result.stdout
+
+
+def test_prune_rejects_bad_amounts_with_valid_forms(tiny_dir, tmp_path):
+    result = run("prune", "--model", str(tiny_dir), "--method", "wanda", "--sparsity", "1.5", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "--sparsity 'wanda:1.5': sparsity must be in (0, 1)" in result.stderr
+    assert "valid forms" in result.stderr

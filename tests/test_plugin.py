@@ -171,3 +171,25 @@ def test_bad_model_path_stops_the_run_with_the_fix(suite, tmp_path):
     out = result.stdout.str()
     assert "is not a builtin (smollm2-135m), an existing checkpoint directory" in out
     assert "Traceback" not in out
+
+
+def test_in_process_pruning_makes_the_candidate_and_is_cached(suite, pytester, world):
+    args = ("--illusion-model", str(world["ref"]), "--illusion-prune", "wanda:0.5", "--illusion-calibration-samples",
+            "4", "--illusion-calibration-seqlen", "32", "--illusion-report", "out", "-k", "en-")
+    first = suite(*args)
+    assert first.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    assert "pruning " in first.stdout.str() + first.stderr.str()
+    report = json.loads((pytester.path / "out" / "report.json").read_text())
+    assert report["config"]["prune"] == "wanda:0.5" and report["config"]["calibration"]["samples"] == 4
+    assert any(i["candidate"]["mc_scores"] != i["reference"]["mc_scores"] for i in report["items"])
+    pruned = list((world["cache"] / "pruned").glob("ref-wanda-0.5-*/model.safetensors"))
+    assert len(pruned) == 1
+    second = suite(*args)
+    assert "pruning " not in second.stdout.str() + second.stderr.str()  # reused from the cache
+    assert second.parseoutcomes() == first.parseoutcomes()
+
+
+def test_bad_prune_recipe_is_a_usage_error(suite):
+    result = suite("--illusion-prune", "wanda:1.5")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--illusion-prune 'wanda:1.5': sparsity must be in (0, 1)" in result.stderr.str()

@@ -14,13 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from illusion.errors import ConfigError, RecipeError
+from illusion.errors import ConfigError, ModelError, RecipeError
 from illusion.prune import (
-    CALIBRATION_ROOT,
     CalibrationConfig,
     PruneRecipe,
     PruneStats,
     calibration_batch,
+    calibration_root,
     parse_recipe,
     prune_linear,
     prune_model,
@@ -283,6 +283,32 @@ def test_n_m_that_does_not_divide_a_layer_fails_before_pruning():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("family", ["opt", "gpt_neox"])
+def test_other_decoder_families_are_found_and_pruned(family):
+    config = transformers.AutoConfig.for_model(
+        family, hidden_size=64, ffn_dim=128, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, vocab_size=128, max_position_embeddings=64, word_embed_proj_dim=64,
+        bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    stats = prune_model(model, parse_recipe("sparsegpt:0.5"), token_batch())
+    assert len(stats.layers) == {"opt": 12, "gpt_neox": 8}[family]
+    for name, layer in model.named_modules():
+        if name in stats.layers:
+            assert ((layer.weight == 0).sum(dim=1) == layer.in_features // 2).all(), name
+
+
+def test_model_without_linear_decoder_blocks_is_refused():
+    config = transformers.GPT2Config(
+        n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=64, bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = transformers.GPT2LMHeadModel(config)
+    with pytest.raises(ModelError, match=r"cannot find its decoder blocks.*Conv1D"):
+        prune_model(model, parse_recipe("magnitude:0.5"), None)
+
+
 # ----------------------------------------------------------------------------- calibration
 
 
@@ -297,7 +323,7 @@ def tokenizer():
     trainer = trainers.BpeTrainer(
         vocab_size=512, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
-    tok.train([str(CALIBRATION_ROOT / f"{lang}.txt") for lang in SHIPPED_LANGS], trainer)
+    tok.train([str(calibration_root() / f"{lang}.txt") for lang in SHIPPED_LANGS], trainer)
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok)
 
 
@@ -316,7 +342,7 @@ def test_windows_are_seeded_and_come_from_each_language_in_turn(tokenizer):
     other = CalibrationConfig(langs=config.langs, samples=7, seqlen=32, seed=4)
     assert not torch.equal(batch, calibration_batch(tokenizer, other))
     for i, row in enumerate(batch):
-        text = (CALIBRATION_ROOT / f"{config.langs[i % 3]}.txt").read_text(encoding="utf-8")
+        text = (calibration_root() / f"{config.langs[i % 3]}.txt").read_text(encoding="utf-8")
         ids = torch.tensor(tokenizer.encode(text, add_special_tokens=False))
         assert (ids.unfold(0, 32, 1) == row).all(dim=1).any(), i
 
@@ -337,7 +363,8 @@ def test_text_shorter_than_one_window_says_how_many_tokens(tokenizer, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"langs": ()}, {"langs": ("en", "en")}, {"samples": 0}, {"seqlen": -1}]
+    "kwargs",
+    [{"langs": ()}, {"langs": "en"}, {"langs": ("en", "en")}, {"samples": 0}, {"seqlen": -1}],
 )
 def test_bad_calibration_config_is_rejected(kwargs):
     with pytest.raises(ConfigError):
