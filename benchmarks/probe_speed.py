@@ -36,7 +36,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=32, help="items per language")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     items = load_items(langs=args.langs.split(","), limit_per_lang=args.limit)
     loaded = load_model(parse_spec("smollm2-135m"), dtype=args.dtype, device="cpu")

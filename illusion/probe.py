@@ -35,8 +35,11 @@ class ProbeConfig:
     batch_size: int = 16  # questions per forward; results do not depend on it
 
     def key(self) -> dict:
-        """The fields that change numbers (batch size does not)."""
-        return {"prompt_format": self.prompt_format, "max_new_tokens": self.max_new_tokens}
+        """The fields that change numbers or verdicts (batch size does not)."""
+        from .matching import NORMALIZATION_VERSION
+
+        return {"prompt_format": self.prompt_format, "max_new_tokens": self.max_new_tokens,
+                "normalization": NORMALIZATION_VERSION}
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class RunConfig:
             "limit_per_lang": self.limit_per_lang, "device": self.device, "dtype": self.dtype,
             "batch_size": self.batch_size, "seed": self.seed, "prompt_format": self.prompt_format,
             "max_new_tokens": self.max_new_tokens, "rank_tolerance": self.rank_tolerance,
+            "probe": self.probe_config.key(),
             "calibration": {"langs": list(self.calibration_langs) if self.calibration_langs else None,
                             "samples": self.calibration_samples, "seqlen": self.calibration_seqlen}
             if self.prune else None,
