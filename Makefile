@@ -6,8 +6,8 @@ PY     := $(VENV)/bin/python
 # Nothing in tests or the demo may download from the Hugging Face hub.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
-# The starter set: 40 aligned items in each of six languages (the full set: DEMO_ARGS=).
-DEMO_ARGS ?= --illusion-langs en,de,fr,es,zh,ru --illusion-limit-per-lang 40
+# Dense SmolLM2 (reference) vs Wanda 50% (candidate) on 40 aligned items in six languages.
+DEMO_ARGS ?= --illusion-prune wanda:0.5 --illusion-langs en,de,fr,es,zh,ru --illusion-limit-per-lang 40
 
 .PHONY: test demo bench clean
 

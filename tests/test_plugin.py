@@ -193,3 +193,15 @@ def test_bad_prune_recipe_is_a_usage_error(suite):
     result = suite("--illusion-prune", "wanda:1.5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--illusion-prune 'wanda:1.5': sparsity must be in (0, 1)" in result.stderr.str()
+
+
+def test_xdist_scopes_keep_an_item_on_one_worker():
+    from illusion.plugin import ITEM_NODE
+    from illusion.session import scope_of
+
+    consistency = ITEM_NODE.search("illusion_tests/test_consistency.py::test_mc_implies_generation[fr-q001]")
+    rank = ITEM_NODE.search("illusion_tests/test_gold_rank.py::test_gold_rank[fr-q001]")
+    assert (consistency["lang"], consistency["id"]) == (rank["lang"], rank["id"]) == ("fr", "q001")
+    assert ITEM_NODE.search("tests/test_other.py::test_x[a]") is None
+    scopes = {scope_of("en", f"q{i:03d}") for i in range(200)}
+    assert len(scopes) > 1 and all(s.startswith("en/") for s in scopes)  # blocks balance the workers

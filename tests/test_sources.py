@@ -1,0 +1,305 @@
+"""Loaders for real datasets: item-schema files through ``datasets``, MKQA in both forms, hub specs.
+
+Every file is written here, in tmp_path; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from illusion import sources
+from illusion.data import Item
+from illusion.errors import DataError
+from illusion.matching import mentions
+from illusion.sources import load_source, load_source_with_report
+
+ROWS = [
+    {"id": "q1", "lang": "en", "question": "What is the capital of France?", "answer": "Paris",
+     "aliases": ["Paname"], "distractors": ["Lyon", "Marseille", "Nice"], "type": "place"},
+    {"id": "007", "lang": "en", "question": "How many legs does a spider have?", "answer": "8",
+     "aliases": [], "distractors": ["6", "10", "4"], "type": "number", "source": "hand-written"},
+    {"id": "q1", "lang": "fr", "question": "Quelle est la capitale de la France ?", "answer": "Paris",
+     "aliases": [], "distractors": ["Lyon", "Marseille", "Nice"], "type": "place"},
+]
+
+
+def content(items: list[Item]) -> list[tuple]:
+    """Items without their origin (which names the file)."""
+    return [dataclasses.astuple(dataclasses.replace(item, origin="")) for item in items]
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def write_csv(path, rows) -> str:
+    columns = ["id", "lang", "question", "answer", "aliases", "distractors", "type", "source"]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v
+                             for k, v in row.items()})
+    return str(path)
+
+
+def write_parquet(path, rows) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"source": None, **r} for r in rows]), path)
+    return str(path)
+
+
+# --- item-schema files ---------------------------------------------------------------------------
+
+def test_jsonl_csv_and_parquet_load_to_the_same_items(tmp_path):
+    loaded = {kind: load_source(write(tmp_path / f"items.{kind}", ROWS), langs=None)
+              for kind, write in (("jsonl", write_jsonl), ("csv", write_csv), ("parquet", write_parquet))}
+    assert content(loaded["jsonl"]) == content(loaded["csv"]) == content(loaded["parquet"])
+    items = loaded["csv"]
+    assert [i.key for i in items] == ["en-007", "en-q1", "fr-q1"]  # language, then id; "007" stays text
+    assert items[1].aliases == ("Paname",) and items[0].source == "hand-written" and items[1].source is None
+    assert items[0].origin == f"{tmp_path / 'items.csv'}:3"  # CSV row 3: header is row 1
+    assert loaded["parquet"][0].origin == f"{tmp_path / 'items.parquet'}:2"
+
+
+def test_langs_filter_and_order(tmp_path):
+    spec = write_jsonl(tmp_path / "items.jsonl", ROWS)
+    assert [i.key for i in load_source(spec, langs=["fr", "en"])] == ["fr-q1", "en-007", "en-q1"]
+    with pytest.raises(DataError, match=r"no items for de \(it has en, fr\)"):
+        load_source(spec, langs=["en", "de"])
+
+
+def test_jsonl_origin_is_the_line_even_after_blank_lines(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_text("\n" + json.dumps(ROWS[0]) + "\n\n" + json.dumps({**ROWS[1], "question": ""}) + "\n")
+    with pytest.raises(DataError, match=r"items\.jsonl:4: field 'question' must be a non-empty string"):
+        load_source(str(path), langs=None)
+
+
+def test_bad_csv_rows_name_file_row_and_field(tmp_path):
+    rows = [ROWS[0], {k: v for k, v in ROWS[1].items() if k != "question"}, {**ROWS[2], "distractors": "Lyon"}]
+    spec = write_csv(tmp_path / "bad.csv", rows)
+    with pytest.raises(DataError) as err:
+        load_source(spec, langs=None)
+    message = str(err.value)
+    assert message.startswith("2 problem(s)")  # every bad row, not just the first
+    assert f"{spec}:3: field 'question' must be a non-empty string" in message
+    assert f"{spec}:4: field 'distractors' must be a list of non-empty strings (got 'Lyon')" in message
+
+
+def test_jsonl_that_arrow_cannot_type_still_names_the_line(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    lines = [json.dumps(ROWS[0]), json.dumps({**ROWS[1], "aliases": "eight"}), "{not json"]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as err:
+        load_source(str(path), langs=None)
+    assert f"{path}:2: field 'aliases' must be a list of non-empty strings" in str(err.value)
+    assert f"{path}:3: invalid JSON" in str(err.value)
+
+
+def test_repeated_id_in_one_language_is_an_error(tmp_path):
+    spec = write_jsonl(tmp_path / "items.jsonl", [*ROWS, ROWS[0]])
+    with pytest.raises(DataError, match=r"items\.jsonl:4: field 'id' 'q1' repeats .*items\.jsonl:1 for language 'en'"):
+        load_source(spec, langs=None)
+
+
+@pytest.mark.parametrize("spec", ["nope.jsonl", "data.txt", "mkqa:nope/mkqa.jsonl.gz", "mkqa:./missing"])
+def test_unknown_or_missing_spec_names_the_spec_and_the_forms(tmp_path, monkeypatch, spec):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.txt").write_text("hello")
+    with pytest.raises(DataError) as err:
+        load_source(spec, langs=None)
+    assert repr(spec) in str(err.value)
+    assert "mkqa:PATH_OR_ID" in str(err.value) and "hf:ID[:SPLIT]" in str(err.value)
+
+
+def test_hf_spec_loads_the_split_through_datasets(tmp_path):
+    # datasets.load_dataset(ID) also accepts a local dataset directory: the same call, offline.
+    (tmp_path / "hub").mkdir()
+    write_jsonl(tmp_path / "hub" / "test.jsonl", ROWS)
+    items = load_source(f"hf:{tmp_path / 'hub'}:test", langs=["en"])
+    assert [i.key for i in items] == ["en-007", "en-q1"]
+    assert items[0].origin == f"{tmp_path / 'hub'}[1]"
+    with pytest.raises(DataError, match=r"cannot load hub dataset .* split 'train'"):
+        load_source(f"hf:{tmp_path / 'hub'}", langs=None)
+
+
+# --- MKQA --------------------------------------------------------------------------------------
+
+def answer(kind, text, aliases=()):
+    return [{"type": kind, "entity": "Q1", "text": text, "aliases": list(aliases)}]
+
+
+def record(example_id, queries: dict, answers: dict) -> dict:
+    return {"example_id": example_id, "query": queries["en"], "queries": queries, "answers": answers}
+
+
+def entity(example_id, question, en, de, zh, aliases=()):
+    qs = {"en": question, "de": f"{question} (de)", "zh_cn": f"{question}（中文）"}
+    ans = {"en": answer("entity", en, aliases), "de": answer("entity", de) if de else None,
+           "zh_cn": answer("entity", zh)}
+    return record(example_id, qs, ans)
+
+
+def same(example_id, question, kind, text):
+    qs = {"en": question, "de": f"{question} (de)", "zh_cn": f"{question}（中文）"}
+    return record(example_id, qs, {lang: answer(kind, text) for lang in qs})
+
+
+MKQA = [
+    entity(101, "capital of France", "Paris", "Paris", "巴黎", aliases=["Paris, France", "Paris"]),
+    entity(102, "capital of Germany", "Berlin", "Berlin", "柏林"),
+    entity(103, "capital of Italy", "Rome", "Rom", "罗马", aliases=["Roma"]),
+    entity(104, "capital of Spain", "Madrid", "Madrid", "马德里"),
+    entity(105, "film set in Texas", "Paris, Texas", "Paris (Texas)", "德克萨斯州巴黎"),  # mentions Paris
+    entity(106, "capital of Japan", "Tokyo", None, "东京"),  # no German answer
+    same(201, "continents", "number", "7"),
+    same(202, "legs of a spider", "number", "8"),
+    same(203, "bones of an adult", "number", "206"),
+    same(204, "months in a year", "number", "12"),
+    same(301, "end of WWII", "date", "1945"),  # the only date: no honest distractors
+    same(401, "meaning of life", "unanswerable", None),
+    same(402, "is the sky blue", "binary", "yes"),
+    same(403, "why is the sky blue", "long_answer", "Rayleigh scattering makes it so"),
+    record(404, {"en": "who was Lincoln", "de": "wer war Lincoln", "zh_cn": "林肯是谁"},
+           {"en": answer("entity", "the sixteenth president of the United States"),
+            "de": answer("entity", "der sechzehnte Präsident der Vereinigten Staaten"),
+            "zh_cn": answer("entity", "亚伯拉罕·林肯，美国第十六任总统，领导了南北战争并且废除了奴隶制度")}),
+]
+SKIPPED = {"binary": 3, "long_answer": 3, "too_few_distractors": 3, "too_long": 3, "unanswerable": 4}
+
+
+def flat(records: list[dict]) -> list[dict]:
+    """The flat per-language form of the same records."""
+    return [{"id": str(r["example_id"]), "lang": lang, "question": q, "answers": r["answers"][lang]}
+            for r in records for lang, q in r["queries"].items() if r["answers"][lang] is not None]
+
+
+@pytest.fixture
+def nested(tmp_path) -> str:
+    with gzip.open(tmp_path / "mkqa.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in MKQA))
+    return f"mkqa:{tmp_path / 'mkqa.jsonl.gz'}"
+
+
+def by_key(items: list[Item]) -> dict[str, Item]:
+    return {item.key: item for item in items}
+
+
+def test_mkqa_items_and_skip_counts(nested):
+    items, report = load_source_with_report(nested, langs=None)
+    assert report.skipped == SKIPPED
+    assert report.items == len(items) == 5 * 3 + 2 + 4 * 3
+    assert sorted({i.lang for i in items}) == ["de", "en", "zh"]  # zh_cn -> zh
+    got = by_key(items)
+    paris = got["en-101"]
+    assert (paris.question, paris.answer, paris.aliases, paris.type, paris.source) == (
+        "capital of France", "Paris", ("Paris, France",), "entity", "mkqa")
+    assert got["zh-101"].answer == "巴黎" and got["de-103"].answer == "Rom"
+    assert got["en-201"].type == "number" and "de-106" not in got and "zh-106" in got
+    assert not any(i.id in {"301", "401", "402", "403", "404"} for i in items)
+    assert paris.origin.endswith("mkqa.jsonl.gz:1")
+
+
+def test_mkqa_distractors_are_honest_and_the_same_entities_in_every_language(nested):
+    items, report = load_source_with_report(nested, langs=None)
+    got = by_key(items)
+    for item in items:
+        picked = report.distractor_ids[item.id]
+        assert len(item.distractors) >= 3 and len(picked) == len(item.distractors)
+        assert item.id not in picked
+        # the golds of those other ids, of the same type, rendered in this item's language
+        assert item.distractors == tuple(got[f"{item.lang}-{other}"].answer for other in picked)
+        assert all(got[f"{item.lang}-{other}"].type == item.type for other in picked)
+        for distractor in item.distractors:
+            for form in (item.answer, *item.aliases):
+                assert not mentions(distractor, form, item.lang) and not mentions(form, distractor, item.lang)
+    # 105 ("Paris, Texas") mentions Paris and 106 has no German answer: 101 gets exactly 102-104.
+    assert sorted(report.distractor_ids["101"]) == ["102", "103", "104"]
+    assert got["de-101"].distractors == tuple({"102": "Berlin", "103": "Rom", "104": "Madrid"}[o]
+                                              for o in report.distractor_ids["101"])
+    assert "101" not in report.distractor_ids["105"]
+    assert set(report.distractor_ids["201"]) == {"202", "203", "204"}
+
+
+def test_mkqa_flat_form_gives_the_same_items(nested, tmp_path):
+    spec = write_jsonl(tmp_path / "flat.jsonl", flat(MKQA))
+    items, report = load_source_with_report(f"mkqa:{spec}", langs=None)
+    expected, expected_report = load_source_with_report(nested, langs=None)
+    assert content(items) == content(expected)
+    assert report.skipped == {**SKIPPED, "unanswerable": 3}  # flat rows cannot list an absent language
+    assert items[0].origin.startswith(spec + ":")
+
+
+def test_mkqa_is_deterministic_and_independent_of_order_and_langs(nested, tmp_path):
+    first = load_source(nested, langs=None)
+    assert content(load_source(nested, langs=None)) == content(first)
+    (tmp_path / "dir").mkdir()
+    write_jsonl(tmp_path / "dir" / "part.jsonl", MKQA[::-1])
+    assert content(load_source(f"mkqa:{tmp_path / 'dir'}", langs=None)) == content(first)
+    only, report = load_source_with_report(nested, langs=["zh_cn", "en"])
+    assert content(only) == content([i for lang in ("zh", "en") for i in first if i.lang == lang])
+    assert report.skipped == {k: v * 2 // 3 for k, v in SKIPPED.items() if k != "unanswerable"} | {"unanswerable": 2}
+
+
+def test_mkqa_from_the_hub_decodes_class_label_types(monkeypatch):
+    """The hub copy stores answer types as ClassLabel indices; the loader is given a hub id."""
+    from datasets import Dataset
+
+    codes = {name: n for n, name in enumerate(sources.MKQA_TYPES)}
+    rows = [{**r, "example_id": str(r["example_id"]),
+             "answers": {lang: [{**a, "type": codes[a["type"]]} for a in ans] if ans else []
+                         for lang, ans in r["answers"].items()}} for r in MKQA]
+    calls = []
+    monkeypatch.setattr(sources, "_load", lambda *a, **k: calls.append((a, k)) or Dataset.from_list(rows))
+    items, report = load_source_with_report("mkqa:apple/mkqa", langs=["en"])
+    assert calls == [(("apple/mkqa",), {"split": "train"})]
+    assert len(items) == 10 and report.skipped == {k: v // 3 for k, v in SKIPPED.items()}
+    assert items[0].origin == "apple/mkqa[0]"
+
+
+def test_mkqa_malformed_records_list_every_problem(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [MKQA[0], {"queries": {"en": "q"}, "answers": {"en": []}},
+                                                 {**MKQA[1], "answers": {"en": "Berlin"}}, [1, 2]])
+    with pytest.raises(DataError) as err:
+        load_source(f"mkqa:{path}", langs=None)
+    message = str(err.value)
+    assert message.startswith("3 problem(s)")
+    assert f"{path}:2: field 'example_id' is missing" in message
+    assert f"{path}:3: field 'answers' for 'en' must be a list" in message
+    assert f"{path}:4: not an MKQA record" in message
+
+
+WORDS = st.sampled_from("alpha beta gamma delta omega sigma kappa theta zeta iota".split())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(golds=st.lists(st.tuples(st.lists(WORDS, min_size=1, max_size=2), st.booleans()), min_size=1, max_size=9))
+def test_mkqa_distractor_invariants_hold_on_random_sets(tmp_path, golds):
+    records = [record(n, {"en": f"question {n}", "fr": f"question {n} fr"},
+                      {"en": answer("entity", " ".join(words)),
+                       "fr": answer("entity", " ".join(words) + " fr") if has_fr else None})
+               for n, (words, has_fr) in enumerate(golds)]
+    spec = write_jsonl(tmp_path / "random.jsonl", records)
+    try:
+        items, report = load_source_with_report(f"mkqa:{spec}", langs=None)
+    except DataError as exc:
+        assert "no items" in str(exc)
+        return
+    for item in items:
+        picked = report.distractor_ids[item.id]
+        assert len(set(picked)) == len(item.distractors) == 3 and item.id not in picked
+        assert item.distractors == tuple(records[int(o)]["answers"][item.lang][0]["text"] for o in picked)
+        for d in item.distractors:
+            assert not mentions(d, item.answer, item.lang) and not mentions(item.answer, d, item.lang)
+    assert sum(report.skipped.values()) + len(items) == 2 * len(golds)  # every (id, lang) is accounted for
