@@ -220,3 +220,17 @@ def select_subset(items: Sequence[Item], limit_per_lang: int | None, seed: int) 
     shared = sorted(set.intersection(*by_lang.values()))
     chosen = set(random.Random(seed).sample(shared, min(limit_per_lang, len(shared))))
     return [item for item in ordered if item.id in chosen]
+
+
+def load_exemplars(langs: Iterable[str], directory: Path | None = None) -> dict[str, list[Item]]:
+    """Solved items outside the evaluated set, per language, for the one-shot recovery probe."""
+    root = directory or fixtures_dir() / "exemplars"
+    return {lang: read_jsonl(root / f"{lang}.jsonl", lang) for lang in langs if (root / f"{lang}.jsonl").is_file()}
+
+
+def exemplar_for(item: Item, exemplars: dict[str, list[Item]]) -> Item | None:
+    """A fixed exemplar per item (by a hash of its id), never the item itself."""
+    import zlib
+
+    pool = [ex for ex in exemplars.get(item.lang, []) if ex.id != item.id]
+    return pool[zlib.crc32(item.id.encode()) % len(pool)] if pool else None

@@ -72,6 +72,13 @@ class ItemResult:
         return self.matched is not None and not self.hedged_with
 
     @property
+    def recovery(self) -> str | None:
+        """For a recognition-only item: demoted (some probe makes it say the gold) or erased."""
+        if not self.mc_correct or self.gen_correct:
+            return None
+        return "demoted" if self.recovered_by else "erased"
+
+    @property
     def gold_logprob(self) -> float:
         """Teacher-forced log-probability of the gold right after the prompt."""
         return self.mc_scores[0]
@@ -375,6 +382,7 @@ def result_to_dict(result: ItemResult) -> dict:
         "first_position_rank": result.first_position_rank, "gold_logprob": result.gold_logprob,
         "mc_margin": result.mc_margin, "generation": result.generation, "matched": result.matched,
         "hedged_with": list(result.hedged_with), "recovered_by": list(result.recovered_by),
+        "recovery": result.recovery,
     }
 
 
@@ -386,3 +394,64 @@ def result_from_dict(data: dict, *, lang: str, id: str, prompt: str, options: Se
         first_position_rank=data["first_position_rank"], matched=data["matched"],
         hedged_with=tuple(data["hedged_with"]), recovered_by=tuple(data["recovered_by"]),
     )
+
+
+# ----------------------------------------------------------------------------- recovery probes
+
+RECOVERY_PROBES = ("beam", "sampling", "one_shot")
+BEAMS, SAMPLES, TEMPERATURE = 4, 8, 0.7
+
+
+def one_shot_prompt(tokenizer, exemplar: Item, question: str, fmt: str) -> str:
+    """The item's prompt preceded by one solved exemplar in the same language."""
+    if fmt == "chat":
+        messages = [{"role": "user", "content": exemplar.question},
+                    {"role": "assistant", "content": exemplar.answer},
+                    {"role": "user", "content": question}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"Question: {exemplar.question}\nAnswer: {exemplar.answer}\n\nQuestion: {question}\nAnswer:"
+
+
+def recover(loaded: "LoadedModel", pairs: Sequence[tuple[Item, Item | None]], config: ProbeConfig,
+            *, seed: int, progress: Progress | None = None) -> dict[str, tuple[str, ...]]:
+    """Which probes make the model say each (recognition-only) item's answer.
+
+    ``pairs`` holds (item, exemplar or None). Beam search counts any of its 4 returned beams;
+    sampling counts any of 8 samples at T=0.7, seeded per item (so a result does not depend on
+    which other items ran); one-shot is greedy after one solved exemplar. Items run one at a time:
+    these are the few recognition-only items, and per-item seeds need per-item calls.
+    """
+    import zlib
+
+    import torch
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    fmt = resolve_format(tokenizer, config.prompt_format)
+    common = dict(max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=sorted(_stop_ids(model, tokenizer)))
+    found: dict[str, tuple[str, ...]] = {}
+
+    def says(item: Item, prompt: str, **kwargs) -> bool:
+        ids = torch.tensor([encode_prompt(tokenizer, prompt, fmt)], device=loaded.device)
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **common, **kwargs)
+        texts = [_answer_line(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True)) for row in out]
+        return any(judge(t, answers=(item.answer, *item.aliases), distractors=item.distractors,
+                         lang=item.lang).correct for t in texts)
+
+    for n, (item, exemplar) in enumerate(pairs, start=1):
+        prompt = build_prompt(tokenizer, item.question, fmt)
+        hits = []
+        if says(item, prompt, num_beams=BEAMS, num_return_sequences=BEAMS, do_sample=False):
+            hits.append("beam")
+        torch.manual_seed(seed ^ zlib.crc32(f"{item.lang}-{item.id}".encode()))
+        if says(item, prompt, do_sample=True, temperature=TEMPERATURE, top_k=0, top_p=1.0,
+                num_return_sequences=SAMPLES):
+            hits.append("sampling")
+        if exemplar is not None and says(item, one_shot_prompt(tokenizer, exemplar, item.question, fmt),
+                                         do_sample=False):
+            hits.append("one_shot")
+        found[f"{item.lang}-{item.id}"] = tuple(hits)
+        if progress:
+            progress(f"recovery probes {n}/{len(pairs)}")
+    return found

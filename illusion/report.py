@@ -54,7 +54,7 @@ def _acc(stats: LanguageStats, count: int) -> str:
 def format_table(languages: dict[str, LanguageVerdict]) -> list[str]:
     """Per-language rows, each cell ``reference -> candidate``."""
     header = ("lang", "items", "MC acc", "gen acc", "both", "recog-only", "gen-only", "neither",
-              "illusion rate", "median gold rank", "pruning-induced")
+              "illusion rate", "median gold rank", "pruning-induced", "demoted/erased")
     rows = [header]
     for lang, lv in languages.items():
         ref, cand = lv.reference, lv.candidate
@@ -66,7 +66,7 @@ def format_table(languages: dict[str, LanguageVerdict]) -> list[str]:
             f"{ref.generation_only} -> {cand.generation_only}", f"{ref.neither} -> {cand.neither}",
             f"{_rate(ref.illusion_rate)} -> {_rate(cand.illusion_rate)}",
             f"{_rank(ref.median_gold_rank)} -> {_rank(cand.median_gold_rank)}",
-            str(lv.pruning_induced),
+            str(lv.pruning_induced), f"{cand.demoted}/{cand.erased}",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
@@ -118,5 +118,12 @@ def consistency_message(verdict: ItemVerdict, item) -> str:
         f"  greedy:      {cand.generation!r}{hedge}",
         f"  gold rank:   candidate {cand.gold_rank} (first position {cand.first_position_rank})"
         f" | reference {ref.gold_rank} (first position {ref.first_position_rank})",
+        f"  recovery:    {_recovery_line(cand)}",
         f"  reference:   {verdict.reference_category}, greedy {ref.generation!r}",
     ])
+
+
+def _recovery_line(result) -> str:
+    if result.recovery == "demoted":
+        return f"demoted: recovered by {', '.join(result.recovered_by)}"
+    return "erased: neither beam search (4), sampling (8 at T=0.7) nor one in-context example recovers it"

@@ -8,13 +8,13 @@ worker. A candidate identical to the reference is probed once and used for both 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .data import Item, load_items
+from .data import Item, exemplar_for, load_exemplars, load_items
 from .models import LoadedModel, cache_root, fingerprint, load_model, parse_spec
-from .probe import ItemResult, ProbeConfig, probe
+from .probe import ItemResult, ProbeConfig, probe, recover
 from .verdict import ItemVerdict
 
 Progress = Callable[[str], None]
@@ -129,8 +129,22 @@ class IllusionSession:
             results = probe(loaded, items, self.config.probe_config,
                             progress=lambda msg, side=side: self.progress(f"{side}: {msg}"))
             self._results[side].update({r.key: r for r in results})
+        self._recover(items)
         if self.config.candidate_is_reference:
             self._results["reference"].update({k: self._results["candidate"][k] for k in (i.key for i in items)})
+
+    def _recover(self, items: list[Item]) -> None:
+        """Recovery probes on the candidate's recognition-only items: demoted or erased."""
+        results = self._results["candidate"]
+        todo = [it for it in items if results[it.key].mc_correct and not results[it.key].gen_correct]
+        if not todo:
+            return
+        exemplars = load_exemplars(sorted({it.lang for it in todo}))
+        self.progress(f"recovery probes on {len(todo)} recognition-only items")
+        found = recover(self._model("candidate"), [(it, exemplar_for(it, exemplars)) for it in todo],
+                        self.config.probe_config, seed=self.config.seed, progress=self.progress)
+        for key, probes in found.items():
+            results[key] = replace(results[key], recovered_by=probes)
 
     def _model(self, side: str) -> LoadedModel:
         if side not in self._models:

@@ -68,15 +68,16 @@ def load_source(spec: str, *, langs: Sequence[str] | None) -> list[Item]:
 
 def load_source_with_report(spec: str, *, langs: Sequence[str] | None) -> tuple[list[Item], SourceReport]:
     """Like ``load_source``, plus what was skipped and why, so a report can say what MKQA lost."""
-    wanted = list(dict.fromkeys(_lang(lang) for lang in langs)) if langs else None
+    wanted = list(dict.fromkeys(langs)) if langs else None
     skipped: Counter[str] = Counter()
     picks: dict[str, tuple[str, ...]] = {}
     path = Path(spec)
     if spec.startswith("mkqa:"):
+        wanted = list(dict.fromkeys(map(_lang, wanted))) if wanted else None
         items = _mkqa(spec, _mkqa_rows(spec, spec[len("mkqa:"):]), wanted, skipped, picks)
     elif spec.startswith("hf:"):
         ident, _, split = spec[len("hf:"):].partition(":")
-        items = _validate(_hub(spec, ident, split or "train"))
+        items = _validate((origin, _tidy(row, csv_cells=False)) for origin, row in _hub(spec, ident, split or "train"))
     elif path.is_file() and path.suffix in BUILDERS:
         items = _read_file(path)
     else:
@@ -119,7 +120,7 @@ def _read_file(path: Path) -> list[Item]:
         if builder == "csv":  # every column as text: ids like "007" stay strings, empty cells stay ""
             from datasets import Features, Value
 
-            with path.open(newline="", encoding="utf-8") as handle:
+            with path.open(newline="", encoding="utf-8-sig") as handle:
                 header = next(csv.reader(handle), [])
             options = {"features": Features({name: Value("string") for name in header}), "na_filter": False}
         rows = _load(builder, data_files=str(path), split="train", **options).to_list()
@@ -162,12 +163,13 @@ def _json_lines(path: Path) -> list[tuple[str, Any]]:
 
 
 def _load(*args: Any, **kwargs: Any) -> Any:
-    import datasets
+    import datasets  # imported late: the plugin must start without it
 
     return datasets.load_dataset(*args, **kwargs)
 
 
 def _hub(spec: str, ident: str, split: str) -> list[tuple[str, Any]]:
+    """Rows of a hub dataset (the only network path), each with its ``ID[index]`` origin."""
     try:
         return [(f"{ident}[{i}]", row) for i, row in enumerate(_load(ident, split=split))]
     except Exception as exc:
@@ -247,9 +249,12 @@ def _mkqa(spec: str, rows: list[tuple[str, Any]], wanted: list[str] | None, skip
                 skipped["too_few_distractors"] += 1
                 continue
             picks[ident] = tuple(chosen)
+            unique: dict[Any, str] = {}  # aliases: each form once after normalisation, none equal to the gold
+            for form in own.forms:
+                unique.setdefault(toks(form, lang) or form, form)
             rows.append((own.origin, {
                 "id": ident, "lang": lang, "question": own.question, "answer": own.forms[0], "source": "mkqa",
-                "aliases": _aliases(own.forms, lang, toks), "type": ITEM_TYPE[kinds[ident]],
+                "aliases": list(unique.values())[1:], "type": ITEM_TYPE[kinds[ident]],
                 "distractors": [answers[other][lang].forms[0] for other in chosen]}))
     return _validate(rows)
 
@@ -281,16 +286,6 @@ def _read_answer(origin: str, question: Any, given: Any, lang: str, problems: li
     return _Answer(origin, question.strip(), tuple(forms), kinds[0])
 
 
-def _aliases(forms: tuple[str, ...], lang: str, toks: Callable[[str, str], tuple[str, ...]]) -> list[str]:
-    """The accepted forms after the gold, once each after normalisation, without the gold's."""
-    seen, aliases = {toks(forms[0], lang) or forms[0]}, []
-    for form in forms[1:]:
-        if (toks(form, lang) or form) not in seen:
-            seen.add(toks(form, lang) or form)
-            aliases.append(form)
-    return aliases
-
-
 def _majority(kinds: Iterable[str]) -> str:
     """An id's answer type: the most common over its languages (ties by name): one pool per id."""
     counts = Counter(kinds)
@@ -312,9 +307,10 @@ def _choose(ident: str, order: Iterable[str], answers: dict[str, dict[str, _Answ
 
     Valid: the other id is usable in that language and, in the evaluated languages, its gold
     neither mentions nor is mentioned by a gold/alias form or an already chosen distractor
-    (``matching.mentions`` both ways). Presence is required in all the id's languages so that
-    choosing fewer languages does not change the entities. If no 3 fit, the language with the
-    fewest valid candidates is dropped until they do.
+    (``matching.mentions`` both ways, on memoised tokens). Usability is required in all of the
+    id's languages, evaluated or not, so that evaluating fewer languages keeps the same entities
+    (only a match found in a language left out can differ). If no 3 fit, the language with the
+    fewest valid candidates is dropped (and counted) until they do.
     """
     own = answers[ident]
 

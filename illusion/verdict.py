@@ -64,6 +64,8 @@ class LanguageStats:
     generation_only: int
     neither: int
     median_gold_rank: float | None
+    demoted: int = 0  # recognition-only items some recovery probe brings back
+    erased: int = 0  # recognition-only items no probe brings back
 
     @property
     def illusion_rate(self) -> float | None:
@@ -76,6 +78,7 @@ class LanguageStats:
             "both": self.both, "recognition_only": self.recognition_only,
             "generation_only": self.generation_only, "neither": self.neither,
             "illusion_rate": self.illusion_rate, "median_gold_rank": self.median_gold_rank,
+            "demoted": self.demoted, "erased": self.erased,
         }
 
 
@@ -87,6 +90,8 @@ def language_stats(results: Sequence[ItemResult]) -> LanguageStats:
         mc_correct=sum(r.mc_correct for r in results),
         gen_correct=sum(r.gen_correct for r in results),
         median_gold_rank=statistics.median(ranks) if ranks else None,
+        demoted=sum(r.recovery == "demoted" for r in results),
+        erased=sum(r.recovery == "erased" for r in results),
         **{name: cats.count(name) for name in CATEGORIES},
     )
 

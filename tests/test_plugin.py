@@ -95,7 +95,7 @@ def test_outcomes_failure_message_and_table(suite):
     assert "pre-existing illusion" in out
     block = out[out.index("[en-fail] recognition-only"):]
     for field in ("question:    What is the name of the old river?", "gold:", "MC scores:   *", "greedy:",
-                  "gold rank:   candidate", "| reference", "reference:   neither"):
+                  "gold rank:   candidate", "| reference", "recovery:    ", "reference:   neither"):
         assert field in block
     assert "Traceback" not in out  # failures are messages, not stack traces
     table = out[out.index("benchmark-illusion"):]
@@ -116,6 +116,9 @@ def test_report_json_fields_match_the_run(suite, pytester):
         assert set(failed[side]) >= {"mc_correct", "gen_correct", "category", "mc_scores", "gold_rank",
                                      "gold_logprob", "generation", "recovered_by"}
     assert failed["candidate"]["category"] == "recognition_only" and failed["outcome"] == "fail"
+    assert failed["candidate"]["recovery"] in ("demoted", "erased")
+    assert (failed["candidate"]["recovery"] == "demoted") == bool(failed["candidate"]["recovered_by"])
+    assert en["demoted"] + en["erased"] == en["recognition_only"]
 
 
 def test_k_selects_languages_and_computes_only_those(suite, pytester):

@@ -93,3 +93,28 @@ def test_rank_one_means_greedy_picks_that_token(values, data):
     rank = token_rank(logits, token)
     assert (rank == 1) == (int(logits.argmax()) == token)
     assert rank == 1 + sorted(range(len(values)), key=lambda i: (-values[i], i)).index(token)
+
+
+def test_recovery_probes_find_a_beam_answer_and_are_seeded(tiny_model):
+    from illusion.matching import tokens
+    from illusion.probe import BEAMS, encode_prompt, recover
+
+    tokenizer, model = tiny_model.tokenizer, tiny_model.model
+    question = "What is the old river?"
+    prompt = build_prompt(tokenizer, question, "chat")
+    ids = torch.tensor([encode_prompt(tokenizer, prompt, "chat")])
+    beams = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), num_beams=BEAMS, do_sample=False,
+                           num_return_sequences=BEAMS, max_new_tokens=24, pad_token_id=tokenizer.pad_token_id)
+    beam_text = tokenizer.decode(beams[0, ids.shape[1]:], skip_special_tokens=True).lstrip().split("\n")[0]
+    word = next(t for t in tokens(beam_text, "en") if t.isalpha())  # a word the first beam says
+    said = Item(id="said", lang="en", question=question, answer=word, aliases=(),
+                distractors=("zqxj", "qzxv", "xvqz"), type="entity")
+    unsaid = Item(id="unsaid", lang="en", question=question, answer="zqzqzq", aliases=(),
+                  distractors=("xvxv", "jqjq", "vzvz"), type="entity")
+    exemplar = Item(id="x1", lang="en", question="What is the stone?", answer="stone", aliases=(),
+                    distractors=("paper", "bread", "cloud"), type="entity")
+    found = recover(tiny_model, [(said, exemplar), (unsaid, None)], ProbeConfig(), seed=0)
+    assert "beam" in found["en-said"]
+    assert found["en-unsaid"] == ()  # a string the model cannot produce: erased
+    alone = recover(tiny_model, [(said, exemplar)], ProbeConfig(), seed=0)
+    assert alone["en-said"] == found["en-said"]  # per-item seeds: other items do not matter

@@ -42,7 +42,7 @@ def write_jsonl(path, rows) -> str:
 
 def write_csv(path, rows) -> str:
     columns = ["id", "lang", "question", "answer", "aliases", "distractors", "type", "source"]
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with path.open("w", newline="", encoding="utf-8-sig") as handle:  # with a BOM, as Excel saves it
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
@@ -126,9 +126,9 @@ def test_unknown_or_missing_spec_names_the_spec_and_the_forms(tmp_path, monkeypa
 def test_hf_spec_loads_the_split_through_datasets(tmp_path):
     # datasets.load_dataset(ID) also accepts a local dataset directory: the same call, offline.
     (tmp_path / "hub").mkdir()
-    write_jsonl(tmp_path / "hub" / "test.jsonl", ROWS)
+    write_jsonl(tmp_path / "hub" / "test.jsonl", [ROWS[0], {k: v for k, v in ROWS[1].items() if k != "aliases"}])
     items = load_source(f"hf:{tmp_path / 'hub'}:test", langs=["en"])
-    assert [i.key for i in items] == ["en-007", "en-q1"]
+    assert [i.key for i in items] == ["en-007", "en-q1"] and items[0].aliases == ()  # Arrow's None = absent
     assert items[0].origin == f"{tmp_path / 'hub'}[1]"
     with pytest.raises(DataError, match=r"cannot load hub dataset .* split 'train'"):
         load_source(f"hf:{tmp_path / 'hub'}", langs=None)
@@ -266,6 +266,17 @@ def test_mkqa_from_the_hub_decodes_class_label_types(monkeypatch):
     assert calls == [(("apple/mkqa",), {"split": "train"})]
     assert len(items) == 10 and report.skipped == {k: v // 3 for k, v in SKIPPED.items()}
     assert items[0].origin == "apple/mkqa[0]"
+
+
+def test_mkqa_language_without_three_usable_candidates_is_skipped_and_counted(tmp_path):
+    """ja has answers for only 3 ids: 2 candidates each, so ja is dropped; en keeps all 5 items."""
+    records = [record(n, {"en": f"number {n}", "ja": f"数 {n}"},
+                      {"en": answer("number", str(n)), "ja": answer("number", str(n)) if n < 4 else None})
+               for n in range(1, 6)]
+    items, report = load_source_with_report(f"mkqa:{write_jsonl(tmp_path / 'n.jsonl', records)}", langs=None)
+    assert [i.key for i in items] == ["en-1", "en-2", "en-3", "en-4", "en-5"]
+    assert report.skipped == {"too_few_distractors": 3, "unanswerable": 2}
+    assert all(len(i.distractors) == 3 and i.answer not in i.distractors for i in items)
 
 
 def test_mkqa_malformed_records_list_every_problem(tmp_path):

@@ -46,6 +46,7 @@ def test_language_counts_partition_items(rows):
     for lang, lv in langs.items():
         stats = lv.candidate
         assert sum(getattr(stats, name) for name in CATEGORIES) == stats.items
+        assert stats.demoted + stats.erased == stats.recognition_only
         assert stats.mc_correct == stats.both + stats.recognition_only
         assert stats.gen_correct == stats.both + stats.generation_only
         if stats.mc_correct:
