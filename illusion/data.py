@@ -11,7 +11,7 @@ import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .errors import DataError
 
@@ -178,32 +178,40 @@ def load_items(
     langs: Iterable[str] | None = None,
     limit_per_lang: int | None = None,
     seed: int = 0,
+    note: Callable[[str], None] | None = None,
 ) -> list[Item]:
     """Load items of the chosen languages, ordered by language then id.
 
-    ``dataset`` is a directory of ``<lang>.jsonl`` files (default: the shipped fixtures) or one
-    ``.jsonl`` file holding rows of any languages.
+    ``dataset`` is a directory of ``<lang>.jsonl`` files (default: the shipped fixtures), or any
+    spec ``illusion.sources`` reads: a .jsonl/.csv/.parquet file, ``mkqa:PATH_OR_ID``, ``hf:ID``.
+    ``note`` hears what a source skipped (MKQA rows without a short answer, ...).
     """
-    path = Path(dataset) if dataset else default_dataset()
     wanted = list(dict.fromkeys(langs)) if langs else None
-    if path.is_dir():
-        present = available_langs(path)
-        if not present:
-            raise DataError(f"{path}: no <lang>.jsonl files; point --illusion-dataset at a directory of them")
-        missing = [lang for lang in (wanted or []) if lang not in present]
-        if missing:
-            raise DataError(
-                f"--illusion-langs asks for {', '.join(missing)} but {path} has only {', '.join(present)}; "
-                "drop those languages or add the files"
-            )
-        items = [item for lang in (wanted or present) for item in read_jsonl(path / f"{lang}.jsonl", lang)]
-    elif path.is_file() and path.suffix == ".jsonl":
-        items = [item for item in read_jsonl(path) if wanted is None or item.lang in wanted]
+    path = Path(dataset) if dataset else default_dataset()
+    if path.is_dir() and not str(dataset or "").startswith(("mkqa:", "hf:")):
+        items = _load_directory(path, wanted)
     else:
-        raise DataError(f"--illusion-dataset {str(dataset)!r}: not a directory of <lang>.jsonl files or a .jsonl file")
+        from .sources import load_source_with_report
+
+        items, report = load_source_with_report(str(dataset), langs=wanted)
+        if note and report.skipped:
+            note(f"{dataset}: skipped " + ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())))
     if not items:
-        raise DataError(f"{path}: no items for languages {', '.join(wanted or [])}; check --illusion-langs")
+        raise DataError(f"{dataset or path}: no items for languages {', '.join(wanted or [])}; check --illusion-langs")
     return select_subset(items, limit_per_lang, seed)
+
+
+def _load_directory(path: Path, wanted: list[str] | None) -> list[Item]:
+    present = available_langs(path)
+    if not present:
+        raise DataError(f"{path}: no <lang>.jsonl files; point --illusion-dataset at a directory of them")
+    missing = [lang for lang in (wanted or []) if lang not in present]
+    if missing:
+        raise DataError(
+            f"--illusion-langs asks for {', '.join(missing)} but {path} has only {', '.join(present)}; "
+            "drop those languages or add the files"
+        )
+    return [item for lang in (wanted or present) for item in read_jsonl(path / f"{lang}.jsonl", lang)]
 
 
 def select_subset(items: Sequence[Item], limit_per_lang: int | None, seed: int) -> list[Item]:

@@ -22,7 +22,8 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "model": (str, "smollm2-135m", "candidate model: smollm2-135m, a checkpoint dir, a .gguf file or org/name"),
     "reference": (str, None, "dense reference model spec (default: the model before pruning)"),
     "prune": (str, None, "prune the reference in-process: METHOD:SPARSITY or METHOD:N:M, e.g. wanda:0.5"),
-    "dataset": (str, None, "directory of <lang>.jsonl files or one .jsonl file (default: shipped fixtures/qa)"),
+    "dataset": (str, None, "a directory of <lang>.jsonl files, a .jsonl/.csv/.parquet file, mkqa:PATH_OR_ID or "
+                           "hf:ID[:SPLIT] (default: the shipped fixtures/qa)"),
     "langs": (str, None, "comma-separated languages, e.g. en,fr (default: all in the dataset)"),
     "limit-per-lang": (int, None, "the same N seeded ids in every language"),
     "report": (str, None, "directory to write report.json into"),

@@ -93,7 +93,8 @@ class IllusionSession:
         """All items the options select (before pytest's own -k/deselection)."""
         if self._items is None:
             self._items = load_items(self.config.dataset, langs=self.config.langs,
-                                     limit_per_lang=self.config.limit_per_lang, seed=self.config.seed)
+                                     limit_per_lang=self.config.limit_per_lang, seed=self.config.seed,
+                                     note=self.progress)
         return self._items
 
     def set_collected(self, items: Sequence[Item]) -> None:

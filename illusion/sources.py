@@ -74,7 +74,7 @@ def load_source_with_report(spec: str, *, langs: Sequence[str] | None) -> tuple[
     path = Path(spec)
     if spec.startswith("mkqa:"):
         wanted = list(dict.fromkeys(map(_lang, wanted))) if wanted else None
-        items = _mkqa(spec, _mkqa_rows(spec, spec[len("mkqa:"):]), wanted, skipped, picks)
+        items = _mkqa(_mkqa_rows(spec, spec[len("mkqa:"):]), wanted, skipped, picks)
     elif spec.startswith("hf:"):
         ident, _, split = spec[len("hf:"):].partition(":")
         items = _validate((origin, _tidy(row, csv_cells=False)) for origin, row in _hub(spec, ident, split or "train"))
@@ -213,7 +213,7 @@ def _mkqa_entries(rows: list[tuple[str, Any]], problems: list[str]) -> Iterable[
             yield origin, str(ident), row.get("lang"), row.get("question"), answers
 
 
-def _mkqa(spec: str, rows: list[tuple[str, Any]], wanted: list[str] | None, skipped: Counter[str],
+def _mkqa(rows: list[tuple[str, Any]], wanted: list[str] | None, skipped: Counter[str],
           picks: dict[str, tuple[str, ...]]) -> list[Item]:
     """MKQA -> items: skip and count unusable answers, then give each id 3 honest distractors."""
     answers: dict[str, dict[str, _Answer]] = {}

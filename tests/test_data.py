@@ -60,7 +60,7 @@ def test_missing_language_and_bad_paths_are_clear(tmp_path):
     write_items(tmp_path, [GOOD])
     with pytest.raises(DataError, match="asks for sw but .* has only en"):
         load_items(tmp_path, langs=["sw"])
-    with pytest.raises(DataError, match="not a directory of <lang>.jsonl files"):
+    with pytest.raises(DataError, match="nope.: no such file; accepted forms: a directory of <lang>.jsonl files"):
         load_items(tmp_path / "nope")
 
 

@@ -314,3 +314,13 @@ def test_mkqa_distractor_invariants_hold_on_random_sets(tmp_path, golds):
         for d in item.distractors:
             assert not mentions(d, item.answer, item.lang) and not mentions(item.answer, d, item.lang)
     assert sum(report.skipped.values()) + len(items) == 2 * len(golds)  # every (id, lang) is accounted for
+
+
+def test_load_items_reads_mkqa_specs_with_the_same_subset_rule(nested):
+    from illusion.data import load_items
+
+    notes: list[str] = []
+    items = load_items(f"mkqa:{nested}", langs=["en", "de"], limit_per_lang=3, seed=1, note=notes.append)
+    en = [i.id for i in items if i.lang == "en"]
+    assert len(en) == 3 and en == [i.id for i in items if i.lang == "de"]
+    assert notes and "skipped" in notes[0] and "unanswerable" in notes[0]
