@@ -320,7 +320,7 @@ def test_load_items_reads_mkqa_specs_with_the_same_subset_rule(nested):
     from illusion.data import load_items
 
     notes: list[str] = []
-    items = load_items(f"mkqa:{nested}", langs=["en", "de"], limit_per_lang=3, seed=1, note=notes.append)
+    items = load_items(nested, langs=["en", "de"], limit_per_lang=3, seed=1, note=notes.append)
     en = [i.id for i in items if i.lang == "en"]
     assert len(en) == 3 and en == [i.id for i in items if i.lang == "de"]
     assert notes and "skipped" in notes[0] and "unanswerable" in notes[0]
