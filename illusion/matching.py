@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 # Bump whenever a rule below changes: it belongs in the cache key and the snapshot configuration,
 # because a different normalisation gives different verdicts for the same generations.
@@ -137,6 +138,7 @@ def _group_thousands(toks: list[str]) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=1 << 16)
 def tokens(text: str, lang: str) -> tuple[str, ...]:
     """Normalised tokens: runs of letters/marks/digits; each CJK/kana/Thai character is its own token.
 
