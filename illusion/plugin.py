@@ -184,7 +184,12 @@ def illusion_verdict(request: pytest.FixtureRequest, illusion_item):
         pytest.exit(f"benchmark-illusion: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     record = item_record(verdict, question=illusion_item.question, aliases=illusion_item.aliases,
                          item_type=illusion_item.type)
-    request.node.user_properties.append((ITEM_PROPERTY, json.dumps(record, ensure_ascii=False)))
+    cand = verdict.candidate
+    request.node.user_properties += [  # readable in --junitxml; the full record feeds the summary
+        ("illusion_category", verdict.candidate_category), ("illusion_gold_rank", cand.gold_rank),
+        ("illusion_recovered_by", ",".join(cand.recovered_by)),
+        (ITEM_PROPERTY, json.dumps(record, ensure_ascii=False)),
+    ]
     return verdict
 
 

@@ -121,6 +121,16 @@ def test_report_json_fields_match_the_run(suite, pytester):
     assert en["demoted"] + en["erased"] == en["recognition_only"]
 
 
+def test_junit_xml_carries_item_properties(suite, pytester):
+    import xml.etree.ElementTree as ET
+
+    suite("-k", "en-fail", "--junitxml", "junit.xml")
+    case = ET.parse(pytester.path / "junit.xml").getroot().find(".//testcase")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["illusion_category"] == "recognition_only"
+    assert int(props["illusion_gold_rank"]) >= 1 and "illusion_recovered_by" in props
+
+
 def test_k_selects_languages_and_computes_only_those(suite, pytester):
     result = suite("-k", "fr", "--illusion-report", "out")
     result.assert_outcomes(passed=1, failed=1, xfailed=1)
