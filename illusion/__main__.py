@@ -83,6 +83,20 @@ def run_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_cache(args: argparse.Namespace) -> int:
+    """Inspect or clear the results store under $ILLUSION_CACHE."""
+    from .models import cache_root
+    from .store import ResultStore
+
+    store = ResultStore(cache_root() / "results.sqlite3", warn=lambda msg: print(msg, file=sys.stderr))
+    if args.action == "clear":
+        print(f"removed {store.clear()} results from {store.path}")
+    else:
+        info = store.info()
+        print(f"{info['path']}: {info['results']} results for {info['models']} model(s), {info['bytes']} bytes")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m illusion", description="benchmark-illusion tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prune.add_argument("--device", default="auto")
     prune.add_argument("--trust-remote-code", action="store_true")
     prune.set_defaults(run=run_prune)
+    cache = commands.add_parser("cache", help="inspect or clear the results store")
+    cache.add_argument("action", choices=["info", "clear"])
+    cache.set_defaults(run=run_cache)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

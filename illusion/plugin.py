@@ -38,7 +38,8 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "calibration-samples": (int, 64, "calibration windows for wanda/sparsegpt"),
     "calibration-seqlen": (int, 256, "tokens per calibration window"),
 }
-FLAGS = {"trust-remote-code": "allow model repositories to run their own code (off by default)"}
+FLAGS = {"trust-remote-code": "allow model repositories to run their own code (off by default)",
+         "no-cache": "neither read nor write the results store (recompute everything)"}
 SESSION_KEY = pytest.StashKey["IllusionSession"]()
 RECORDS_KEY = pytest.StashKey[dict]()
 ERROR_KEY = pytest.StashKey[str]()
@@ -101,6 +102,7 @@ def run_config(config: pytest.Config):
         max_new_tokens=_option(config, "max-new-tokens"),
         calibration_langs=_split_list(calibration_langs), calibration_samples=_option(config, "calibration-samples"),
         calibration_seqlen=_option(config, "calibration-seqlen"),
+        use_store=not (config.getoption("illusion_no_cache") or config.getini("illusion_no_cache")),
     )
 
 

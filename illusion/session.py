@@ -43,6 +43,7 @@ class RunConfig:
     calibration_langs: tuple[str, ...] | None = None  # None: every shipped calibration language
     calibration_samples: int = 64
     calibration_seqlen: int = 256
+    use_store: bool = True  # False with --illusion-no-cache
 
     @property
     def probe_config(self) -> ProbeConfig:
@@ -87,6 +88,7 @@ class IllusionSession:
         self._collected: dict[str, Item] = {}
         self._results: dict[str, dict[str, ItemResult]] = {"candidate": {}, "reference": {}}
         self._models: dict[str, LoadedModel] = {}
+        self._store = None
 
     @property
     def items(self) -> list[Item]:
@@ -123,14 +125,26 @@ class IllusionSession:
         return [it for it in pool if it.key not in self._results["candidate"]]
 
     def _compute(self, items: list[Item]) -> None:
+        """Results for ``items`` on both sides: from the store where present, else probed and stored."""
         sides = ("candidate",) if self.config.candidate_is_reference else ("reference", "candidate")
         for side in sides:
+            model_key, config_key = self._store_keys(side)
+            cached = self.store.get(model_key, config_key, items) if self.store else {}
+            self._results[side].update(cached)
+            missing = [it for it in items if it.key not in cached]
+            if cached:
+                self.progress(f"{side}: {len(cached)} results from the store, {len(missing)} to compute")
+            if not missing:
+                continue
             loaded = self._model(side)
-            self.progress(f"probing {len(items)} items on the {side} ({loaded.spec.raw})")
-            results = probe(loaded, items, self.config.probe_config,
+            self.progress(f"probing {len(missing)} items on the {side} ({loaded.spec.raw})")
+            results = probe(loaded, missing, self.config.probe_config,
                             progress=lambda msg, side=side: self.progress(f"{side}: {msg}"))
             self._results[side].update({r.key: r for r in results})
-        self._recover(items)
+            if side == "candidate":
+                self._recover(missing)
+            if self.store:
+                self.store.put(model_key, config_key, [(it, self._results[side][it.key]) for it in missing])
         if self.config.candidate_is_reference:
             self._results["reference"].update({k: self._results["candidate"][k] for k in (i.key for i in items)})
 
@@ -147,6 +161,30 @@ class IllusionSession:
         for key, probes in found.items():
             results[key] = replace(results[key], recovered_by=probes)
 
+    @property
+    def store(self):
+        """The results store, opened on first use; None with --illusion-no-cache."""
+        if self._store is None and self.config.use_store:
+            from .store import ResultStore
+
+            self._store = ResultStore(cache_root() / "results.sqlite3", warn=self.progress)
+        return self._store
+
+    def _store_keys(self, side: str) -> tuple[str, str]:
+        """(model fingerprint, config hash), both known without loading or pruning anything."""
+        from .models import resolve_device, resolve_dtype
+        from .store import config_hash
+
+        if side == "candidate" and self.config.prune:
+            model_key = self._pruned_key()[1]
+        else:
+            model_key = fingerprint(parse_spec(self.config.model if side == "candidate" else self.config.reference_spec))
+        device = resolve_device(self.config.device)
+        # Recovery probes run on the candidate only, so its results are a different record.
+        probe_key = {**self.config.probe_config.key(), "recovery_probes": side == "candidate"}
+        return model_key, config_hash(probe_key, dtype=resolve_dtype(self.config.dtype, device), device=device,
+                                      seed=self.config.seed)
+
     def _model(self, side: str) -> LoadedModel:
         if side not in self._models:
             if side == "candidate" and self.config.prune:
@@ -157,6 +195,17 @@ class IllusionSession:
                                             trust_remote_code=self.config.trust_remote_code, progress=self.progress)
         return self._models[side]
 
+    def _pruned_key(self):
+        """(base spec, pruned fingerprint, recipe, calibration) for the in-process candidate."""
+        from .prune import CalibrationConfig, parse_recipe, pruned_fingerprint
+
+        base = parse_spec(self.config.model)
+        recipe = parse_recipe(self.config.prune or "")
+        extra = {"langs": self.config.calibration_langs} if self.config.calibration_langs else {}
+        calibration = CalibrationConfig(samples=self.config.calibration_samples,
+                                        seqlen=self.config.calibration_seqlen, seed=self.config.seed, **extra)
+        return base, pruned_fingerprint(fingerprint(base), recipe, calibration), recipe, calibration
+
     def _pruned_dir(self) -> Path:
         """The candidate checkpoint: ``--illusion-model`` pruned by the recipe, cached by fingerprint.
 
@@ -164,14 +213,9 @@ class IllusionSession:
         """
         from filelock import FileLock
 
-        from .prune import CalibrationConfig, parse_recipe, prune_checkpoint, pruned_fingerprint
+        from .prune import prune_checkpoint
 
-        base = parse_spec(self.config.model)
-        recipe = parse_recipe(self.config.prune or "")
-        extra = {"langs": self.config.calibration_langs} if self.config.calibration_langs else {}
-        calibration = CalibrationConfig(samples=self.config.calibration_samples,
-                                        seqlen=self.config.calibration_seqlen, seed=self.config.seed, **extra)
-        key = pruned_fingerprint(fingerprint(base), recipe, calibration)
+        base, key, recipe, calibration = self._pruned_key()
         target = cache_root() / "pruned" / f"{base.label}-{recipe.label}-{key}"
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):
@@ -179,4 +223,3 @@ class IllusionSession:
                 prune_checkpoint(base, recipe, calibration, target, device=self.config.device,
                                  trust_remote_code=self.config.trust_remote_code, progress=self.progress)
         return target
-

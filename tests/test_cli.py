@@ -63,3 +63,14 @@ def test_prune_rejects_bad_amounts_with_valid_forms(tiny_dir, tmp_path):
     assert result.returncode == 2
     assert "--sparsity 'wanda:1.5': sparsity must be in (0, 1)" in result.stderr
     assert "valid forms" in result.stderr
+
+
+def test_cache_info_and_clear(tmp_path, monkeypatch):
+    from illusion.store import ResultStore
+    from test_store import ITEM, RESULT
+
+    monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path))
+    ResultStore(tmp_path / "results.sqlite3").put("m", "c", [(ITEM, RESULT)])
+    assert "1 results for 1 model(s)" in run("cache", "info").stdout
+    assert "removed 1 results" in run("cache", "clear").stdout
+    assert "0 results" in run("cache", "info").stdout

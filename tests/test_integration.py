@@ -15,7 +15,7 @@ def test_suite_runs_on_smollm2(pytester):
     target = pytester.mkpydir("illusion_tests")
     target.joinpath("test_consistency.py").write_text((SUITE / "test_consistency.py").read_text())
     result = pytester.runpytest("illusion_tests", "--illusion-langs", "en,fr", "--illusion-limit-per-lang", "4",
-                                "--illusion-report", "out", "-p", "no:cacheprovider")
+                                "--illusion-report", "out", "--illusion-no-cache", "-p", "no:cacheprovider")
     assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
     report = json.loads((pytester.path / "out" / "report.json").read_text())
     items = report["items"]

@@ -218,3 +218,17 @@ def test_xdist_scopes_keep_an_item_on_one_worker():
     assert ITEM_NODE.search("tests/test_other.py::test_x[a]") is None
     scopes = {scope_of("en", f"q{i:03d}") for i in range(200)}
     assert len(scopes) > 1 and all(s.startswith("en/") for s in scopes)  # blocks balance the workers
+
+
+def test_warm_rerun_reads_the_store_and_loads_no_model(suite, pytester, world, monkeypatch):
+    monkeypatch.setenv("ILLUSION_CACHE", str(pytester.path / "fresh-cache"))
+    cold = suite("-k", "fr-", "--illusion-report", "cold")
+    warm = suite("-k", "fr-", "--illusion-report", "warm")
+    assert "loading " in cold.stdout.str() + cold.stderr.str()
+    text = warm.stdout.str() + warm.stderr.str()
+    assert "loading " not in text and "3 results from the store, 0 to compute" in text
+    assert warm.parseoutcomes() == cold.parseoutcomes()
+    items = [json.loads((pytester.path / d / "report.json").read_text())["items"] for d in ("cold", "warm")]
+    assert items[0] == items[1]
+    uncached = suite("-k", "fr-", "--illusion-no-cache")
+    assert "loading " in uncached.stdout.str() + uncached.stderr.str()

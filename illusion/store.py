@@ -1,0 +1,119 @@
+"""SQLite results store: ItemResults keyed by (model fingerprint, item hash, probe-config hash).
+
+The reference's results hardly ever change and the candidate's change only with its weights, so a
+rerun reads instead of recomputing, and never needs the model in memory. The key always holds
+the model's content fingerprint (a cache keyed by request alone returns one model's answers for
+another), the item's content, and everything that changes numbers: prompt format, decoding,
+normalisation, dtype, device type, seed and the library versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .data import Item
+from .probe import ItemResult
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    model TEXT NOT NULL, item TEXT NOT NULL, config TEXT NOT NULL,
+    payload TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (model, item, config)
+);
+"""
+
+
+def config_hash(probe_key: dict, *, dtype: str, device: str, seed: int) -> str:
+    """Hash of everything besides weights and item that decides a result."""
+    import torch
+    import transformers
+
+    key = {**probe_key, "dtype": dtype, "device": device.split(":")[0], "seed": seed,
+           "torch": torch.__version__, "transformers": transformers.__version__, "schema": SCHEMA_VERSION}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ResultStore:
+    """One SQLite file shared by processes (WAL), each write one transaction."""
+
+    def __init__(self, path: Path, *, warn=None):
+        self.path = Path(path)
+        self.warn = warn or (lambda _msg: None)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        """Open or create; a corrupted or foreign file is moved aside and rebuilt, never trusted."""
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            self.path.replace(aside)
+            for suffix in ("-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+            self.warn(f"results store {self.path} was unreadable ({exc}); moved it to {aside} and started a "
+                      "new one (results will be recomputed)")
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=60000")
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif row[0] != str(SCHEMA_VERSION):
+            db.close()
+            raise sqlite3.DatabaseError(f"schema version {row[0]}, expected {SCHEMA_VERSION}")
+        db.execute("SELECT count(*) FROM results").fetchone()  # fails fast on a damaged table
+        return db
+
+    def get(self, model: str, config: str, items: Sequence[Item]) -> dict[str, ItemResult]:
+        """Stored results of ``items`` for one model and config, by item key."""
+        found: dict[str, ItemResult] = {}
+        for item in items:
+            row = self._db.execute("SELECT payload FROM results WHERE model=? AND item=? AND config=?",
+                                   (model, item.content_hash(), config)).fetchone()
+            if row is None:
+                continue
+            try:
+                found[item.key] = ItemResult(**_decode(json.loads(row[0])))
+            except (ValueError, TypeError, KeyError):
+                self.warn(f"results store {self.path}: unreadable entry for {item.key}; recomputing it")
+        return found
+
+    def put(self, model: str, config: str, pairs: Iterable[tuple[Item, ItemResult]]) -> None:
+        """Store results in one transaction: all of them or none."""
+        rows = [(model, item.content_hash(), config, json.dumps(asdict(result), ensure_ascii=False), time.time())
+                for item, result in pairs]
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)", rows)
+
+    def info(self) -> dict:
+        count, models = self._db.execute("SELECT count(*), count(DISTINCT model) FROM results").fetchone()
+        return {"path": str(self.path), "results": count, "models": models,
+                "bytes": self.path.stat().st_size if self.path.exists() else 0}
+
+    def clear(self) -> int:
+        with self._db:
+            return self._db.execute("DELETE FROM results").rowcount
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _decode(data: dict) -> dict:
+    """JSON lists back to the tuples ItemResult holds."""
+    for name in ("options", "mc_scores", "hedged_with", "recovered_by"):
+        data[name] = tuple(data[name])
+    return data
