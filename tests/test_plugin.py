@@ -148,8 +148,9 @@ def outcomes(result) -> dict[str, str]:
 
 
 def test_xdist_gives_the_same_outcomes_and_report(suite, pytester):
-    serial = suite("-rA", "--illusion-report", "serial", subprocess=True)
-    parallel = suite("-rA", "-n", "2", "--illusion-report", "parallel", subprocess=True)
+    # No store: both runs must compute, or the second would only read the first's results.
+    serial = suite("-rA", "--illusion-no-cache", "--illusion-report", "serial", subprocess=True)
+    parallel = suite("-rA", "-n", "2", "--illusion-no-cache", "--illusion-report", "parallel", subprocess=True)
     assert len(outcomes(serial)) == 6
     assert outcomes(parallel) == outcomes(serial)
     serial_items, parallel_items = (json.loads((pytester.path / d / "report.json").read_text())["items"]
