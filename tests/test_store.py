@@ -63,3 +63,33 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         proc.join(timeout=120)
         assert proc.exitcode == 0
     assert ResultStore(path).info()["results"] == 120
+
+
+def _write_forever(path: str) -> None:
+    store = ResultStore(path)
+    n = 0
+    while True:
+        batch = [(replace(ITEM, id=f"k{n}-{i}"), replace(RESULT, id=f"k{n}-{i}")) for i in range(50)]
+        store.put("m", "c", batch)
+        n += 1
+
+
+def test_a_writer_killed_mid_write_leaves_a_consistent_store(tmp_path):
+    import os
+    import signal
+    import time
+
+    path = str(tmp_path / "r.sqlite3")
+    ResultStore(path).close()
+    proc = multiprocessing.get_context("spawn").Process(target=_write_forever, args=(path,))
+    proc.start()
+    deadline = time.time() + 60
+    while ResultStore(path).info()["results"] < 200 and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # no cleanup, possibly inside a transaction
+    proc.join()
+    store = ResultStore(path)
+    count = store.info()["results"]
+    assert count >= 200 and count % 50 == 0  # whole batches only: each put is one transaction
+    item = replace(ITEM, id="k0-7")
+    assert store.get("m", "c", [item]) == {"en-k0-7": replace(RESULT, id="k0-7")}
