@@ -190,19 +190,32 @@ def converted_gguf_dir(spec: ModelSpec, progress: Progress | None = None) -> Pat
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
-    model = dequantized_copy(quantized)
+    save_checkpoint(dequantized_copy(quantized), tokenizer, target)
+    say(f"converted {gguf.name}")
+    return target
+
+
+def save_checkpoint(model: Any, tokenizer: Any, target: Path, *, overwrite: bool = False) -> None:
+    """Write a Hugging Face checkpoint (safetensors + tokenizer) via a staging dir and one rename.
+
+    A crash never leaves half a checkpoint at ``target``. Without ``overwrite``, a checkpoint
+    another process finished there first is kept (both wrote the same content).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        os.replace(staging, target)  # atomic: a crash leaves no half-written model
+        if overwrite and target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
-        if not (target / "config.json").is_file():  # another process may have won the race
+        if overwrite or not (target / "config.json").is_file():
             raise
-    say(f"converted {gguf.name}")
-    return target
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def dequantized_copy(model: Any) -> Any:

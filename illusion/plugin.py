@@ -42,6 +42,7 @@ FLAGS = {"trust-remote-code": "allow model repositories to run their own code (o
          "no-cache": "neither read nor write the results store (recompute everything)"}
 SESSION_KEY = pytest.StashKey["IllusionSession"]()
 RECORDS_KEY = pytest.StashKey[dict]()
+CONFIG_KEY = pytest.StashKey["RunConfig"]()
 ERROR_KEY = pytest.StashKey[str]()
 
 
@@ -119,7 +120,7 @@ def _session(config: pytest.Config):
             _share_cores(int(config.workerinput.get("workercount", 1)))
 
         config.stash[SESSION_KEY] = IllusionSession(
-            run_config(config), progress=lambda msg: _say(config, msg), scoped=hasattr(config, "workerinput"))
+            config.stash[CONFIG_KEY], progress=lambda msg: _say(config, msg), scoped=hasattr(config, "workerinput"))
     return config.stash[SESSION_KEY]
 
 
@@ -147,7 +148,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RECORDS_KEY] = {}
     config.pluginmanager.register(_RecordCollector(config.stash[RECORDS_KEY]), "illusion-records")
     try:
-        run_config(config)  # validate option values up front, before any collection
+        config.stash[CONFIG_KEY] = run_config(config)  # validated once, before any collection
     except IllusionError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -215,11 +216,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     records = list(config.stash[RECORDS_KEY].values())
     if hasattr(config, "workerinput") or not records:
         return
-    report_dir = _option(config, "report")
+    report_dir = config.stash[CONFIG_KEY].report_dir
     if report_dir:
         from .report import build_report, write_report
 
-        path = write_report(report_dir, build_report(records, run_config(config).as_dict()))
+        path = write_report(report_dir, build_report(records, config.stash[CONFIG_KEY].as_dict()))
         config.stash[REPORT_PATH_KEY] = str(path)
 
 
@@ -232,7 +233,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     from .report import format_table, language_table
 
-    rc = run_config(config)
+    rc = config.stash[CONFIG_KEY]
     candidate = rc.model + (f" pruned {rc.prune}" if rc.prune else "")
     terminalreporter.section("benchmark-illusion")
     terminalreporter.write_line(f"candidate: {candidate}   reference: {rc.reference_spec}   (each cell: reference -> candidate)")

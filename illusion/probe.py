@@ -72,9 +72,14 @@ class ItemResult:
         return self.matched is not None and not self.hedged_with
 
     @property
+    def recognition_only(self) -> bool:
+        """MC-correct but not generation-correct: the illusion."""
+        return self.mc_correct and not self.gen_correct
+
+    @property
     def recovery(self) -> str | None:
         """For a recognition-only item: demoted (some probe makes it say the gold) or erased."""
-        if not self.mc_correct or self.gen_correct:
+        if not self.recognition_only:
             return None
         return "demoted" if self.recovered_by else "erased"
 
@@ -398,7 +403,6 @@ def result_from_dict(data: dict, *, lang: str, id: str, prompt: str, options: Se
 
 # ----------------------------------------------------------------------------- recovery probes
 
-RECOVERY_PROBES = ("beam", "sampling", "one_shot")
 BEAMS, SAMPLES, TEMPERATURE = 4, 8, 0.7
 
 
@@ -444,14 +448,14 @@ def recover(loaded: "LoadedModel", pairs: Sequence[tuple[Item, Item | None]], co
         hits = []
         if says(item, prompt, num_beams=BEAMS, num_return_sequences=BEAMS, do_sample=False):
             hits.append("beam")
-        torch.manual_seed(seed ^ zlib.crc32(f"{item.lang}-{item.id}".encode()))
+        torch.manual_seed(seed ^ zlib.crc32(item.key.encode()))
         if says(item, prompt, do_sample=True, temperature=TEMPERATURE, top_k=0, top_p=1.0,
                 num_return_sequences=SAMPLES):
             hits.append("sampling")
         if exemplar is not None and says(item, one_shot_prompt(tokenizer, exemplar, item.question, fmt),
                                          do_sample=False):
             hits.append("one_shot")
-        found[f"{item.lang}-{item.id}"] = tuple(hits)
+        found[item.key] = tuple(hits)
         if progress:
             progress(f"recovery probes {n}/{len(pairs)}")
     return found

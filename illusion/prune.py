@@ -542,11 +542,7 @@ def prune_checkpoint(
     progress: Callable[[str], None] | None = None,
 ) -> PruneStats:
     """Load ``spec`` in float32, prune it, and write a standard HF checkpoint to ``out`` atomically."""
-    import os
-    import shutil
-    import tempfile
-
-    from .models import load_model
+    from .models import load_model, save_checkpoint
 
     say = progress or (lambda _msg: None)
     loaded = load_model(spec, dtype="float32", device=device, trust_remote_code=trust_remote_code, progress=say)
@@ -554,17 +550,6 @@ def prune_checkpoint(
     say(f"pruning {spec.raw} with {recipe.spec}"
         + (f" on {ids.shape[0]}x{ids.shape[1]} calibration tokens ({','.join(calibration.langs)})" if ids is not None else ""))
     stats = prune_model(loaded.model, recipe, ids, progress=say)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    try:
-        loaded.model.save_pretrained(staging, safe_serialization=True)
-        loaded.tokenizer.save_pretrained(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    save_checkpoint(loaded.model, loaded.tokenizer, Path(out), overwrite=True)
     say(f"pruned to {stats.total:.1%} zeros in the decoder linears; wrote {out}")
     return stats

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -89,6 +90,7 @@ class IllusionSession:
         self._results: dict[str, dict[str, ItemResult]] = {"candidate": {}, "reference": {}}
         self._models: dict[str, LoadedModel] = {}
         self._store = None
+        self._keys: dict[str, tuple[str, str]] = {}
 
     @property
     def items(self) -> list[Item]:
@@ -151,7 +153,7 @@ class IllusionSession:
     def _recover(self, items: list[Item]) -> None:
         """Recovery probes on the candidate's recognition-only items: demoted or erased."""
         results = self._results["candidate"]
-        todo = [it for it in items if results[it.key].mc_correct and not results[it.key].gen_correct]
+        todo = [it for it in items if results[it.key].recognition_only]
         if not todo:
             return
         exemplars = load_exemplars(sorted({it.lang for it in todo}))
@@ -171,12 +173,20 @@ class IllusionSession:
         return self._store
 
     def _store_keys(self, side: str) -> tuple[str, str]:
-        """(model fingerprint, config hash), both known without loading or pruning anything."""
+        """(model fingerprint, config hash), both known without loading or pruning anything.
+
+        Computed once per side: they hash checkpoint files, and xdist workers ask per block.
+        """
+        if side not in self._keys:
+            self._keys[side] = self._compute_store_keys(side)
+        return self._keys[side]
+
+    def _compute_store_keys(self, side: str) -> tuple[str, str]:
         from .models import resolve_device, resolve_dtype
         from .store import config_hash
 
         if side == "candidate" and self.config.prune:
-            model_key = self._pruned_key()[1]
+            model_key = self._pruned_key[1]
         else:
             model_key = fingerprint(parse_spec(self.config.model if side == "candidate" else self.config.reference_spec))
         device = resolve_device(self.config.device)
@@ -195,6 +205,7 @@ class IllusionSession:
                                             trust_remote_code=self.config.trust_remote_code, progress=self.progress)
         return self._models[side]
 
+    @cached_property
     def _pruned_key(self):
         """(base spec, pruned fingerprint, recipe, calibration) for the in-process candidate."""
         from .prune import CalibrationConfig, parse_recipe, pruned_fingerprint
@@ -215,7 +226,7 @@ class IllusionSession:
 
         from .prune import prune_checkpoint
 
-        base, key, recipe, calibration = self._pruned_key()
+        base, key, recipe, calibration = self._pruned_key
         target = cache_root() / "pruned" / f"{base.label}-{recipe.label}-{key}"
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):
