@@ -17,6 +17,7 @@ import pytest
 from .errors import ConfigError, IllusionError
 
 ITEM_PROPERTY = "illusion_item"
+SNAPSHOT_PROPERTY = "illusion_snapshot"
 # option name -> (type, default, help); each is also an ini key ``illusion_<name>``
 OPTIONS: dict[str, tuple[type, Any, str]] = {
     "model": (str, "smollm2-135m", "candidate model: smollm2-135m, a checkpoint dir, a .gguf file or org/name"),
@@ -27,7 +28,12 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "langs": (str, None, "comma-separated languages, e.g. en,fr (default: all in the dataset)"),
     "limit-per-lang": (int, None, "the same N seeded ids in every language"),
     "report": (str, None, "directory to write report.json into"),
-    "rank-tolerance": (int, 0, "allowed gold-rank worsening before a snapshot test fails"),
+    "rank-tolerance": (int, 0, "gold-rank worsening a snapshot test allows: K positions or K x 10%% of the "
+                               "baseline rank, whichever is larger"),
+    "snapshot-name": (str, None, "pin the gold-rank baseline set, e.g. release (default: one set per model, "
+                                 "recipe, dataset, dtype and prompt format)"),
+    "alpha": (float, 0.05, "significance level of the per-language McNemar gate"),
+    "max-illusion-rate": (float, None, "fail a language whose illusion rate exceeds this (0..1)"),
     "device": (str, "auto", "auto, cpu, cuda or cuda:N"),
     "dtype": (str, "auto", "auto (bf16 where fast, else fp32), float32, bfloat16 or float16"),
     "batch-size": (int, 16, "questions per forward pass (results do not depend on it)"),
@@ -42,6 +48,8 @@ FLAGS = {"trust-remote-code": "allow model repositories to run their own code (o
          "no-cache": "neither read nor write the results store (recompute everything)"}
 SESSION_KEY = pytest.StashKey["IllusionSession"]()
 RECORDS_KEY = pytest.StashKey[dict]()
+SNAPSHOTS_KEY = pytest.StashKey[dict]()
+UNUSED_KEY = pytest.StashKey[list]()
 CONFIG_KEY = pytest.StashKey["RunConfig"]()
 ERROR_KEY = pytest.StashKey[str]()
 
@@ -67,6 +75,11 @@ def _option(config: pytest.Config, name: str) -> Any:
         value = config.getini(dest)
     if value in (None, ""):
         return default
+    if kind is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"--illusion-{name} {value!r}: expected a number") from None
     if kind is int:
         try:
             number = int(value)
@@ -92,6 +105,18 @@ def run_config(config: pytest.Config):
     if prompt_format not in ("auto", "chat", "plain"):
         raise ConfigError(f"--illusion-prompt-format {prompt_format!r}: choose auto, chat or plain")
     trust = config.getoption("illusion_trust_remote_code") or config.getini("illusion_trust_remote_code")
+    snapshot_name = _option(config, "snapshot-name")
+    if snapshot_name:
+        from .snapshots import check_set_name
+
+        try:
+            snapshot_name = check_set_name(snapshot_name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    alpha, max_rate = _option(config, "alpha"), _option(config, "max-illusion-rate")
+    from .verdict import check_gate_options
+
+    check_gate_options(alpha, max_rate)
     return RunConfig(
         model=_option(config, "model"), reference=_option(config, "reference"), prune=prune,
         dataset=_option(config, "dataset"),
@@ -104,6 +129,7 @@ def run_config(config: pytest.Config):
         calibration_langs=_split_list(calibration_langs), calibration_samples=_option(config, "calibration-samples"),
         calibration_seqlen=_option(config, "calibration-seqlen"),
         use_store=not (config.getoption("illusion_no_cache") or config.getini("illusion_no_cache")),
+        snapshot_name=snapshot_name, alpha=alpha, max_illusion_rate=max_rate,
     )
 
 
@@ -146,7 +172,9 @@ def _say(config: pytest.Config, message: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RECORDS_KEY] = {}
-    config.pluginmanager.register(_RecordCollector(config.stash[RECORDS_KEY]), "illusion-records")
+    config.stash[SNAPSHOTS_KEY] = {}
+    config.pluginmanager.register(_RecordCollector(config.stash[RECORDS_KEY], config.stash[SNAPSHOTS_KEY]),
+                                  "illusion-records")
     try:
         config.stash[CONFIG_KEY] = run_config(config)  # validated once, before any collection
     except IllusionError as exc:
@@ -196,11 +224,94 @@ def illusion_verdict(request: pytest.FixtureRequest, illusion_item):
     return verdict
 
 
-class _RecordCollector:
-    """Collects item records from test reports (ours, or an xdist worker's)."""
+@pytest.fixture
+def illusion_snapshot(request: pytest.FixtureRequest, snapshot) -> "GoldRankBaseline":
+    """syrupy's ``snapshot``, stored in this run's gold-rank baseline set under ``snapshots/``."""
+    from .snapshots import GoldRankExtension
 
-    def __init__(self, records: dict):
-        self.records = records
+    config = request.config
+    name, recorded_with = _session(config).snapshot_set
+    root = config.rootpath / "snapshots" / name
+    updating = bool(config.option.update_snapshots)
+    extension = GoldRankExtension.configured(root=root, tolerance=config.stash[CONFIG_KEY].rank_tolerance,
+                                             exact=updating, recorded_with=recorded_with)
+    return GoldRankBaseline(assertion=snapshot.use_extension(extension), root=root, node=request.node,
+                            updating=updating, recording_new=bool(config.option.update_new_snapshots_only))
+
+
+class GoldRankBaseline:
+    """The candidate's rank record of one item against its committed baseline."""
+
+    def __init__(self, *, assertion, root, node, updating: bool, recording_new: bool):
+        self.assertion, self.root, self.node = assertion, root, node
+        self.updating, self.recording_new = updating, recording_new
+
+    def check(self, verdict, item) -> None:
+        from .snapshots import SnapshotFileError, compare, rank_record, read_set_file
+
+        path = self.root / f"{item.lang}.json"
+        shown = _relative(path, self.node.config.rootpath)
+        try:
+            baseline = read_set_file(path).get(item.key)
+        except SnapshotFileError as exc:  # never overwritten, not even by --snapshot-update
+            pytest.fail(str(exc), pytrace=False)
+        record = rank_record(verdict.candidate)
+        if baseline is None and not (self.updating or self.recording_new):
+            self._note(item, shown, "missing")
+            pytest.fail(f"[{item.key}] no gold-rank baseline in {shown}. Record the missing baselines with:\n"
+                        f"  {rerun_command(self.node.config, '--snapshot-update-new-only')}", pytrace=False)
+        matched = self.assertion == record  # syrupy's bookkeeping; writes when updating
+        if self.updating or baseline is None:
+            self._note(item, shown, "recorded" if baseline != record else "unchanged")
+            assert matched, f"syrupy did not record {item.key}"
+            return
+        comparison = compare(item.key, baseline, record, self.assertion.extension.tolerance)
+        if comparison.regressed:
+            self._note(item, shown, "regressed", comparison.summary())
+            pytest.fail(regression_message(comparison, item, verdict, shown, self.node.config), pytrace=False)
+        assert matched, f"syrupy and the tolerance rule disagree on {item.key}"
+        self._note(item, shown, "improved" if comparison.improved else "matched", comparison.summary())
+
+    def _note(self, item, path: str, status: str, summary: str = "") -> None:
+        self.node.user_properties.append((SNAPSHOT_PROPERTY, json.dumps(
+            {"key": item.key, "lang": item.lang, "path": path, "status": status, "summary": summary},
+            ensure_ascii=False)))
+
+
+def _relative(path, root) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def rerun_command(config: pytest.Config, *extra: str) -> str:
+    """This run's own command line plus ``extra``: what a user pastes to act on a message."""
+    import shlex
+
+    args = [a for a in config.invocation_params.args if a not in ("--snapshot-update", "--snapshot-update-new-only")]
+    return shlex.join(["pytest", *args, *extra])
+
+
+def regression_message(comparison, item, verdict, path: str, config: pytest.Config) -> str:
+    lines = [f"[{item.key}] gold rank regressed against the baseline in {path}: {comparison.summary()}",
+             f"  question: {item.question}", f"  gold:     {item.answer}",
+             f"  greedy:   {verdict.candidate.generation!r}"]
+    lines += ["  " + line for line in comparison.table()]
+    lines.append(f"  if this change is intended, record it: {rerun_command(config, '--snapshot-update')}")
+    return "\n".join(lines)
+
+
+def check_gold_rank(verdict, item, baseline: GoldRankBaseline) -> None:
+    """The candidate's gold rank and category must not be worse than the committed baseline."""
+    baseline.check(verdict, item)
+
+
+class _RecordCollector:
+    """Collects item records and snapshot outcomes from test reports (ours, or an xdist worker's)."""
+
+    def __init__(self, records: dict, snapshots: dict):
+        self.records, self.snapshots = records, snapshots
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
@@ -209,6 +320,9 @@ class _RecordCollector:
             if name == ITEM_PROPERTY:
                 record = json.loads(value)
                 self.records[record["lang"] + "-" + record["id"]] = record
+            elif name == SNAPSHOT_PROPERTY:
+                note = json.loads(value)
+                self.snapshots[note["key"]] = note
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -216,6 +330,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     records = list(config.stash[RECORDS_KEY].values())
     if hasattr(config, "workerinput") or not records:
         return
+    if config.stash[SNAPSHOTS_KEY]:
+        try:
+            config.stash[UNUSED_KEY] = _unused_baselines(config)
+        except IllusionError as exc:  # a corrupted file: its tests already failed saying so
+            _say(config, f"unused-baseline check skipped: {exc}")
     report_dir = config.stash[CONFIG_KEY].report_dir
     if report_dir:
         from .report import build_report, write_report
@@ -225,6 +344,57 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 REPORT_PATH_KEY = pytest.StashKey[str]()
+
+
+def _unused_baselines(config: pytest.Config) -> list[tuple[str, list[str], bool]]:
+    """(file, item keys, removed?) for baselines the run's options no longer select.
+
+    Only languages that ran are looked at, and -k never makes a baseline unused (it filters
+    tests, not the selection). ``--snapshot-update`` removes them, as syrupy does, unless
+    ``--snapshot-no-cleanup``.
+    """
+    from .snapshots import unused_keys, update_set_file
+
+    session = _session(config)
+    selected: dict[str, list[str]] = {}
+    for item in session.items:
+        selected.setdefault(item.lang, []).append(item.key)
+    remove = bool(config.option.update_snapshots) and not config.option.no_cleanup
+    found = []
+    for shown in sorted({note["path"] for note in config.stash[SNAPSHOTS_KEY].values()}):
+        path = config.rootpath / shown
+        keys = unused_keys(path, selected.get(path.stem, []))
+        if keys and remove:
+            update_set_file(path, dict.fromkeys(keys), session.snapshot_set[1])
+        if keys:
+            found.append((shown, keys, remove))
+    return found
+
+
+def _snapshot_summary(terminalreporter, config: pytest.Config) -> None:
+    notes = list(config.stash.get(SNAPSHOTS_KEY, {}).values())
+    if not notes:
+        return
+    by_status: dict[str, list[dict]] = {}
+    for note in notes:
+        by_status.setdefault(note["status"], []).append(note)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by_status.items()))
+    terminalreporter.write_line(f"gold-rank baselines ({notes[0]['path'].rsplit('/', 1)[0]}/): {counts}")
+    improved = sorted(by_status.get("improved", []), key=lambda n: n["key"])
+    if improved:
+        terminalreporter.write_line(f"  {len(improved)} improved over the baseline (they pass):")
+        for note in improved[:20]:
+            terminalreporter.write_line(f"    {note['key']}: {note['summary']}")
+        if len(improved) > 20:
+            terminalreporter.write_line(f"    ... and {len(improved) - 20} more")
+        terminalreporter.write_line(f"  record them with: {rerun_command(config, '--snapshot-update')}")
+    if by_status.get("missing"):
+        terminalreporter.write_line(f"  {len(by_status['missing'])} items have no baseline; record them with: "
+                                    f"{rerun_command(config, '--snapshot-update-new-only')}")
+    for shown, keys, removed in config.stash.get(UNUSED_KEY, []):
+        listed = ", ".join(keys[:10]) + (f", ... and {len(keys) - 10} more" if len(keys) > 10 else "")
+        verb = "removed" if removed else "unused (not selected by this run's dataset options; --snapshot-update removes them)"
+        terminalreporter.write_line(f"  {len(keys)} baselines in {shown} {verb}: {listed}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -239,6 +409,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write_line(f"candidate: {candidate}   reference: {rc.reference_spec}   (each cell: reference -> candidate)")
     for line in format_table(language_table(records)):
         terminalreporter.write_line(line)
+    _snapshot_summary(terminalreporter, config)
     if REPORT_PATH_KEY in config.stash:
         terminalreporter.write_line(f"report written to {config.stash[REPORT_PATH_KEY]}")
 

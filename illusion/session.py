@@ -45,6 +45,9 @@ class RunConfig:
     calibration_samples: int = 64
     calibration_seqlen: int = 256
     use_store: bool = True  # False with --illusion-no-cache
+    snapshot_name: str | None = None  # None: a set per configuration (snapshots.set_name)
+    alpha: float = 0.05
+    max_illusion_rate: float | None = None
 
     @property
     def probe_config(self) -> ProbeConfig:
@@ -66,6 +69,7 @@ class RunConfig:
             "limit_per_lang": self.limit_per_lang, "device": self.device, "dtype": self.dtype,
             "batch_size": self.batch_size, "seed": self.seed, "prompt_format": self.prompt_format,
             "max_new_tokens": self.max_new_tokens, "rank_tolerance": self.rank_tolerance,
+            "snapshot_name": self.snapshot_name, "alpha": self.alpha, "max_illusion_rate": self.max_illusion_rate,
             "probe": self.probe_config.key(),
             "calibration": {"langs": list(self.calibration_langs) if self.calibration_langs else None,
                             "samples": self.calibration_samples, "seqlen": self.calibration_seqlen}
@@ -204,6 +208,23 @@ class IllusionSession:
             self._models[side] = load_model(spec, dtype=self.config.dtype, device=self.config.device,
                                             trust_remote_code=self.config.trust_remote_code, progress=self.progress)
         return self._models[side]
+
+    @cached_property
+    def snapshot_set(self) -> tuple[str, dict]:
+        """The gold-rank baseline set (``--illusion-snapshot-name`` or one per configuration),
+        and the configuration it is recorded with. Known without loading a model."""
+        from .models import resolve_device, resolve_dtype
+        from .prune import parse_recipe
+        from .snapshots import set_name
+
+        cfg = self.config
+        dtype = resolve_dtype(cfg.dtype, resolve_device(cfg.device))
+        recipe = parse_recipe(cfg.prune).label if cfg.prune else None
+        recorded_with = {"model": cfg.model, "prune": cfg.prune, "dataset": cfg.dataset or "fixtures/qa",
+                         "dtype": dtype, "prompt_format": cfg.prompt_format}
+        name = cfg.snapshot_name or set_name(model_label=parse_spec(cfg.model).label, recipe_label=recipe,
+                                             dataset=cfg.dataset, dtype=dtype, prompt_format=cfg.prompt_format)
+        return name, recorded_with
 
     @cached_property
     def _pruned_key(self):
