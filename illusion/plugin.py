@@ -182,7 +182,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "illusion_item" not in metafunc.fixturenames:
+    wanted = [name for name in ("illusion_item", "illusion_lang") if name in metafunc.fixturenames]
+    if not wanted:
         return
     try:
         items = _session(metafunc.config).items
@@ -190,7 +191,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # A collector would wrap this in a traceback; raise it as a usage error after collection.
         metafunc.config.stash[ERROR_KEY] = str(exc)
         items = []
-    metafunc.parametrize("illusion_item", items, ids=[item.key for item in items])
+    if "illusion_item" in wanted:
+        metafunc.parametrize("illusion_item", items, ids=[item.key for item in items])
+    else:
+        langs = list(dict.fromkeys(item.lang for item in items))
+        metafunc.parametrize("illusion_lang", langs, ids=langs)
 
 
 @pytest.hookimpl(trylast=True)
@@ -414,6 +419,29 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(f"report written to {config.stash[REPORT_PATH_KEY]}")
 
 
+@pytest.fixture
+def illusion_gate(request: pytest.FixtureRequest, illusion_lang: str):
+    """The paired McNemar gate of one language, over every item the options select in it."""
+    from .verdict import language_gate
+
+    session = _session(request.config)
+    try:
+        verdicts = session.verdicts([item for item in session.items if item.lang == illusion_lang])
+    except IllusionError as exc:
+        pytest.exit(f"benchmark-illusion: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+    rc = request.config.stash[CONFIG_KEY]
+    gate = language_gate(illusion_lang, verdicts, alpha=rc.alpha, max_illusion_rate=rc.max_illusion_rate)
+    request.node.user_properties += [("illusion_gate_p_value", gate.p_value),
+                                     ("illusion_gate_illusion_rate", gate.illusion_rate)]
+    return gate
+
+
+def check_language_gate(gate) -> None:
+    """A language fails when the candidate significantly loses answers it still recognises."""
+    if not gate.passed:
+        pytest.fail(gate.message(), pytrace=False)
+
+
 def check_consistency(verdict, item) -> None:
     """The suite's core assertion: MC-correct implies generation-correct for the candidate."""
     from .report import consistency_message
@@ -427,6 +455,7 @@ def check_consistency(verdict, item) -> None:
 
 
 ITEM_NODE = re.compile(r"::test_(mc_implies_generation|gold_rank)\[(?P<lang>[^\]-]+)-(?P<id>[^\]]+)\]$")
+GATE_NODE = re.compile(r"::test_language_gate\[(?P<lang>[^\]]+)\]$")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -434,7 +463,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Under ``-n N`` with the default ``--dist load``: send each item block to one worker.
 
     All tests of an item, and the items of one block (a language slice), run on the same worker,
-    so each worker computes exactly the items it runs, in batches.
+    so each worker computes exactly the items it runs, in batches. A language whose gate test is
+    collected is one block: the gate needs all its items, and they are computed once, there.
     """
     if config.getvalue("dist") != "load":
         return None  # respect an explicit --dist choice
@@ -443,8 +473,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     from .session import scope_of
 
     class ItemBlockScheduling(LoadScopeScheduling):
+        _gated: set[str] | None = None
+
         def _split_scope(self, nodeid: str) -> str:
+            if self._gated is None:
+                self._gated = {m["lang"] for m in map(GATE_NODE.search, self.collection or []) if m}
+            gate = GATE_NODE.search(nodeid)
+            if gate:
+                return f"illusion:{gate['lang']}"
             match = ITEM_NODE.search(nodeid)
-            return f"illusion:{scope_of(match['lang'], match['id'])}" if match else nodeid
+            if not match:
+                return nodeid
+            lang = match["lang"]
+            return f"illusion:{lang}" if lang in self._gated else f"illusion:{scope_of(lang, match['id'])}"
 
     return ItemBlockScheduling(config, log)

@@ -117,6 +117,13 @@ class IllusionSession:
         reference = self._results["reference"][item.key]
         return ItemVerdict(candidate=candidate, reference=reference)
 
+    def verdicts(self, items: Sequence[Item]) -> list[ItemVerdict]:
+        """Paired results of many items (a language gate), computing the missing ones in one go."""
+        missing = [it for it in items if it.key not in self._results["candidate"]]
+        if missing:
+            self._compute(missing)
+        return [self.verdict(it) for it in items]
+
     def computed(self) -> list[ItemVerdict]:
         cand, ref = self._results["candidate"], self._results["reference"]
         return [ItemVerdict(candidate=cand[k], reference=ref[k]) for k in cand]

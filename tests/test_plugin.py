@@ -77,6 +77,11 @@ def suite(pytester, world, monkeypatch):
         runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest
         return runner("illusion_tests", *base, *args)
 
+    def add(name: str) -> None:
+        """Add another module of the shipped suite (only test_consistency.py is there by default)."""
+        pytester.path.joinpath("illusion_tests", name).write_text((SUITE.parent / name).read_text())
+
+    run.add = add
     return run
 
 
@@ -233,3 +238,25 @@ def test_warm_rerun_reads_the_store_and_loads_no_model(suite, pytester, world, m
     assert items[0] == items[1]
     uncached = suite("-k", "fr-", "--illusion-no-cache")
     assert "loading " in uncached.stdout.str() + uncached.stderr.str()
+
+
+def test_language_gate_ids_messages_and_options(suite, pytester):
+    suite.add("test_languages.py")
+    ids = {line.strip() for line in suite("--collect-only", "-q").outlines if "test_language_gate" in line}
+    assert ids == {"illusion_tests/test_languages.py::test_language_gate[en]",
+                   "illusion_tests/test_languages.py::test_language_gate[fr]"}
+    # One lost item among three is no evidence: the McNemar part passes at any sensible alpha.
+    suite("-k", "gate", "--junitxml", "junit.xml").assert_outcomes(passed=2)
+    import xml.etree.ElementTree as ET
+
+    props = {p.get("name") for p in ET.parse(pytester.path / "junit.xml").getroot().iter("property")}
+    assert {"illusion_gate_p_value", "illusion_gate_illusion_rate"} <= props
+    # The designed candidate has a recognition-only item in each language: a zero budget fails both.
+    result = suite("-k", "gate", "--illusion-max-illusion-rate", "0")
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    assert "[en] FAILED: illusion rate over budget" in out and "95% Wilson interval [" in out
+    assert "exact McNemar p = " in out and "Traceback" not in out
+    for bad, name in (("2", "--illusion-alpha"), ("x", "--illusion-alpha")):
+        bad_run = suite("-k", "gate", "--illusion-alpha", bad)
+        assert bad_run.ret == pytest.ExitCode.USAGE_ERROR and name in bad_run.stderr.str()
