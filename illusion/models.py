@@ -265,6 +265,16 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def worker_device(requested: str, worker: int, gpus: int) -> str:
+    """One GPU per xdist worker: ``auto``/``cuda`` on worker N becomes ``cuda:N mod gpus``.
+
+    An explicit ``cuda:K`` or ``cpu`` is kept, and so is a single GPU (workers share it).
+    """
+    if requested in ("auto", "cuda") and gpus > 1:
+        return f"cuda:{worker % gpus}"
+    return requested
+
+
 def load_model(
     spec: ModelSpec,
     *,

@@ -142,11 +142,12 @@ def _session(config: pytest.Config):
     if SESSION_KEY not in config.stash:
         from .session import IllusionSession
 
+        run = config.stash[CONFIG_KEY]
         if hasattr(config, "workerinput"):
             _share_cores(int(config.workerinput.get("workercount", 1)))
-
+            run = _own_gpu(run, config.workerinput.get("workerid", "gw0"))
         config.stash[SESSION_KEY] = IllusionSession(
-            config.stash[CONFIG_KEY], progress=lambda msg: _say(config, msg), scoped=hasattr(config, "workerinput"))
+            run, progress=lambda msg: _say(config, msg), scoped=hasattr(config, "workerinput"))
     return config.stash[SESSION_KEY]
 
 
@@ -157,6 +158,21 @@ def _share_cores(workers: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+
+
+def _own_gpu(run, worker_id: str):
+    """On a machine with several GPUs, xdist worker gwN takes GPU N (mod the count)."""
+    if run.device not in ("auto", "cuda"):
+        return run
+    import dataclasses
+
+    import torch
+
+    from .models import worker_device
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = worker_device(run.device, int(worker_id.removeprefix("gw") or 0), gpus)
+    return dataclasses.replace(run, device=device) if device != run.device else run
 
 
 def _say(config: pytest.Config, message: str) -> None:

@@ -416,46 +416,94 @@ def one_shot_prompt(tokenizer, exemplar: Item, question: str, fmt: str) -> str:
     return f"Question: {exemplar.question}\nAnswer: {exemplar.answer}\n\nQuestion: {question}\nAnswer:"
 
 
+RECOVERY_VERSION = 2  # batched probes, per-row Gumbel sampling (stored candidate results carry it)
+
+
 def recover(loaded: "LoadedModel", pairs: Sequence[tuple[Item, Item | None]], config: ProbeConfig,
             *, seed: int, progress: Progress | None = None) -> dict[str, tuple[str, ...]]:
     """Which probes make the model say each (recognition-only) item's answer.
 
     ``pairs`` holds (item, exemplar or None). Beam search counts any of its 4 returned beams;
-    sampling counts any of 8 samples at T=0.7, seeded per item (so a result does not depend on
-    which other items ran); one-shot is greedy after one solved exemplar. Items run one at a time:
-    these are the few recognition-only items, and per-item seeds need per-item calls.
+    sampling counts any of 8 samples at T=0.7; one-shot is greedy after one solved exemplar.
+    Each probe runs batched over the items. Sampling draws its noise from one generator per
+    (item, sample), so what an item samples does not depend on which other items share its
+    batch (or its xdist worker).
     """
+    fmt = resolve_format(loaded.tokenizer, config.prompt_format)
+    found: dict[str, list[str]] = {item.key: [] for item, _ in pairs}
+    step = max(1, config.batch_size // 2)
+    for start in range(0, len(pairs), step):
+        chunk = pairs[start:start + step]
+        items = [item for item, _ in chunk]
+        prompts = [build_prompt(loaded.tokenizer, item.question, fmt) for item in items]
+        beams = _generate(loaded, prompts, fmt, config, num_beams=BEAMS, num_return_sequences=BEAMS,
+                          do_sample=False)
+        # Greedy decoding over Gumbel-perturbed logits, one row per (item, sample).
+        sampler = _GumbelSampler([_row_seed(seed, item.key, k) for item in items for k in range(SAMPLES)], TEMPERATURE)
+        rows = _generate(loaded, [p for p in prompts for _ in range(SAMPLES)], fmt, config, do_sample=False,
+                         logits_processor=[sampler])
+        samples = [sum(rows[i * SAMPLES:(i + 1) * SAMPLES], []) for i in range(len(items))]
+        for item, beam_texts, sample_texts in zip(items, beams, samples):
+            if _says(item, beam_texts):
+                found[item.key].append("beam")
+            if _says(item, sample_texts):
+                found[item.key].append("sampling")
+        shots = [(item, one_shot_prompt(loaded.tokenizer, ex, item.question, fmt)) for item, ex in chunk if ex]
+        if shots:
+            answers = _generate(loaded, [p for _, p in shots], fmt, config, do_sample=False)
+            for (item, _), texts in zip(shots, answers):
+                if _says(item, texts):
+                    found[item.key].append("one_shot")
+        if progress:
+            progress(f"recovery probes {min(start + step, len(pairs))}/{len(pairs)}")
+    return {key: tuple(hits) for key, hits in found.items()}
+
+
+def _says(item: Item, texts: Sequence[str]) -> bool:
+    return any(judge(t, answers=(item.answer, *item.aliases), distractors=item.distractors, lang=item.lang).correct
+               for t in texts)
+
+
+def _row_seed(seed: int, key: str, sample: int) -> int:
     import zlib
 
+    return (seed * 1_000_003 + zlib.crc32(f"{key}#{sample}".encode())) % 2**63
+
+
+def _generate(loaded: "LoadedModel", prompts: Sequence[str], fmt: str, config: ProbeConfig, **kwargs) -> list[list[str]]:
+    """Left-padded batched ``generate``; for each prompt, the answer lines of its returned sequences."""
     import torch
 
     tokenizer, model = loaded.tokenizer, loaded.model
-    fmt = resolve_format(tokenizer, config.prompt_format)
-    common = dict(max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                  eos_token_id=sorted(_stop_ids(model, tokenizer)))
-    found: dict[str, tuple[str, ...]] = {}
+    ids, mask = _left_pad([encode_prompt(tokenizer, p, fmt) for p in prompts], tokenizer.pad_token_id, loaded.device)
+    processors = kwargs.pop("logits_processor", None)
+    if processors:
+        from transformers import LogitsProcessorList
 
-    def says(item: Item, prompt: str, **kwargs) -> bool:
-        ids = torch.tensor([encode_prompt(tokenizer, prompt, fmt)], device=loaded.device)
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **common, **kwargs)
-        texts = [_answer_line(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True)) for row in out]
-        return any(judge(t, answers=(item.answer, *item.aliases), distractors=item.distractors,
-                         lang=item.lang).correct for t in texts)
+        kwargs["logits_processor"] = LogitsProcessorList(processors)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=config.max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(_stop_ids(model, tokenizer)),
+                             **kwargs)
+    per = kwargs.get("num_return_sequences", 1)
+    texts = [_answer_line(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True)) for row in out]
+    return [texts[i * per:(i + 1) * per] for i in range(len(prompts))]
 
-    for n, (item, exemplar) in enumerate(pairs, start=1):
-        prompt = build_prompt(tokenizer, item.question, fmt)
-        hits = []
-        if says(item, prompt, num_beams=BEAMS, num_return_sequences=BEAMS, do_sample=False):
-            hits.append("beam")
-        torch.manual_seed(seed ^ zlib.crc32(item.key.encode()))
-        if says(item, prompt, do_sample=True, temperature=TEMPERATURE, top_k=0, top_p=1.0,
-                num_return_sequences=SAMPLES):
-            hits.append("sampling")
-        if exemplar is not None and says(item, one_shot_prompt(tokenizer, exemplar, item.question, fmt),
-                                         do_sample=False):
-            hits.append("one_shot")
-        found[item.key] = tuple(hits)
-        if progress:
-            progress(f"recovery probes {n}/{len(pairs)}")
-    return found
+
+class _GumbelSampler:
+    """Sampling at temperature T as argmax(logits / T + Gumbel noise): an exact draw from
+    softmax(logits / T), with the noise of each row from its own seeded generator."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float):
+        import torch
+
+        self.temperature = temperature
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        tiny = torch.finfo(torch.float32).tiny
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        gumbel = -torch.log((-torch.log(uniform.clamp_min(tiny))).clamp_min(tiny))
+        return scores.float() / self.temperature + gumbel.to(scores.device)

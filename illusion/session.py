@@ -202,7 +202,10 @@ class IllusionSession:
             model_key = fingerprint(parse_spec(self.config.model if side == "candidate" else self.config.reference_spec))
         device = resolve_device(self.config.device)
         # Recovery probes run on the candidate only, so its results are a different record.
-        probe_key = {**self.config.probe_config.key(), "recovery_probes": side == "candidate"}
+        from .probe import RECOVERY_VERSION
+
+        probe_key = {**self.config.probe_config.key(),
+                     "recovery_probes": RECOVERY_VERSION if side == "candidate" else False}
         return model_key, config_hash(probe_key, dtype=resolve_dtype(self.config.dtype, device), device=device,
                                       seed=self.config.seed)
 

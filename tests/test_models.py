@@ -77,3 +77,14 @@ def test_dtype_and_device_values_are_checked():
         resolve_dtype("int3", "cpu")
     with pytest.raises(ModelError, match="choose auto, cpu, cuda or cuda:N"):
         models.resolve_device("tpu")
+
+
+@pytest.mark.parametrize("requested, worker, gpus, expected", [
+    ("auto", 0, 4, "cuda:0"), ("auto", 5, 4, "cuda:1"), ("cuda", 3, 2, "cuda:1"),
+    ("auto", 1, 1, "auto"), ("auto", 1, 0, "auto"),  # one GPU is shared; no GPU: auto resolves to cpu
+    ("cuda:2", 0, 4, "cuda:2"), ("cpu", 1, 4, "cpu"),  # explicit choices are kept
+])
+def test_each_xdist_worker_takes_its_own_gpu(requested, worker, gpus, expected):
+    from illusion.models import worker_device
+
+    assert worker_device(requested, worker, gpus) == expected

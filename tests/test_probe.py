@@ -118,3 +118,19 @@ def test_recovery_probes_find_a_beam_answer_and_are_seeded(tiny_model):
     assert found["en-unsaid"] == ()  # a string the model cannot produce: erased
     alone = recover(tiny_model, [(said, exemplar)], ProbeConfig(), seed=0)
     assert alone["en-said"] == found["en-said"]  # per-item seeds: other items do not matter
+    small = recover(tiny_model, [(unsaid, None), (said, exemplar)], ProbeConfig(batch_size=2), seed=0)
+    assert small == found  # batch size and order do not matter either
+
+
+def test_gumbel_sampler_draws_from_the_tempered_softmax_with_per_row_noise():
+    from illusion.probe import _GumbelSampler
+
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    rows = 4000
+    picks = _GumbelSampler(range(rows), 0.7)(None, logits.expand(rows, 4)).argmax(-1)
+    frequencies = torch.bincount(picks, minlength=4).float() / rows
+    assert torch.allclose(frequencies, torch.softmax(logits / 0.7, -1), atol=0.03)
+    # A row's noise depends on its own seed only, not on the rows beside it.
+    alone = _GumbelSampler([7], 0.7)(None, logits[None])
+    among = _GumbelSampler([3, 7, 9], 0.7)(None, logits.expand(3, 4))[1]
+    assert torch.equal(alone[0], among)
