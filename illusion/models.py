@@ -320,6 +320,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
+        os.chmod(temp, 0o644)  # mkstemp makes 0600; reports and snapshots are meant to be read
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -49,6 +49,7 @@ FLAGS = {"trust-remote-code": "allow model repositories to run their own code (o
 SESSION_KEY = pytest.StashKey["IllusionSession"]()
 RECORDS_KEY = pytest.StashKey[dict]()
 SNAPSHOTS_KEY = pytest.StashKey[dict]()
+OUTCOMES_KEY = pytest.StashKey[dict]()
 UNUSED_KEY = pytest.StashKey[list]()
 CONFIG_KEY = pytest.StashKey["RunConfig"]()
 ERROR_KEY = pytest.StashKey[str]()
@@ -189,8 +190,9 @@ def _say(config: pytest.Config, message: str) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RECORDS_KEY] = {}
     config.stash[SNAPSHOTS_KEY] = {}
-    config.pluginmanager.register(_RecordCollector(config.stash[RECORDS_KEY], config.stash[SNAPSHOTS_KEY]),
-                                  "illusion-records")
+    config.stash[OUTCOMES_KEY] = {}
+    config.pluginmanager.register(_RecordCollector(config.stash[RECORDS_KEY], config.stash[SNAPSHOTS_KEY],
+                                                   config.stash[OUTCOMES_KEY]), "illusion-records")
     try:
         config.stash[CONFIG_KEY] = run_config(config)  # validated once, before any collection
     except IllusionError as exc:
@@ -331,10 +333,12 @@ def check_gold_rank(verdict, item, baseline: GoldRankBaseline) -> None:
 class _RecordCollector:
     """Collects item records and snapshot outcomes from test reports (ours, or an xdist worker's)."""
 
-    def __init__(self, records: dict, snapshots: dict):
-        self.records, self.snapshots = records, snapshots
+    def __init__(self, records: dict, snapshots: dict, outcomes: dict):
+        self.records, self.snapshots, self.outcomes = records, snapshots, outcomes
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            self._count(report)
         if report.when != "call":
             return
         for name, value in report.user_properties:
@@ -344,6 +348,17 @@ class _RecordCollector:
             elif name == SNAPSHOT_PROPERTY:
                 note = json.loads(value)
                 self.snapshots[note["key"]] = note
+
+    def _count(self, report: pytest.TestReport) -> None:
+        """The pytest outcome of each suite test, by kind and language, for report.json."""
+        item, gate = ITEM_NODE.search(report.nodeid), GATE_NODE.search(report.nodeid)
+        if not (item or gate):
+            return
+        kind, lang = (item.group(1), item["lang"]) if item else ("language_gate", gate["lang"])
+        outcome = report.outcome
+        if hasattr(report, "wasxfail"):
+            outcome = "xpassed" if report.passed else "xfailed"
+        self.outcomes[report.nodeid] = (kind, lang, outcome)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -360,7 +375,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if report_dir:
         from .report import build_report, write_report
 
-        path = write_report(report_dir, build_report(records, config.stash[CONFIG_KEY].as_dict()))
+        report = build_report(records, config.stash[CONFIG_KEY].as_dict(), config.stash[OUTCOMES_KEY].values())
+        path = write_report(report_dir, report)
         config.stash[REPORT_PATH_KEY] = str(path)
 
 

@@ -13,16 +13,25 @@ SUITE = Path(__file__).resolve().parent.parent / "illusion_tests"
 def test_suite_runs_on_smollm2(pytester):
     pytester.makeini("[pytest]\n")
     target = pytester.mkpydir("illusion_tests")
-    target.joinpath("test_consistency.py").write_text((SUITE / "test_consistency.py").read_text())
+    for module in ("test_consistency.py", "test_gold_rank.py", "test_languages.py"):
+        target.joinpath(module).write_text((SUITE / module).read_text())
     result = pytester.runpytest("illusion_tests", "--illusion-langs", "en,fr", "--illusion-limit-per-lang", "4",
                                 "--illusion-report", "out", "--illusion-no-cache", "-p", "no:cacheprovider")
     assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
     report = json.loads((pytester.path / "out" / "report.json").read_text())
     items = report["items"]
     assert len(items) == 8 and {i["lang"] for i in items} == {"en", "fr"}
+    # Every test of the run is counted in report.json, by language and by test: item tests and gates.
     outcomes = result.parseoutcomes()
-    tests = {k: sum(lang["tests"][k] for lang in report["languages"].values()) for k in ("passed", "failed", "xfailed")}
-    assert tests == {k: outcomes.get(k, 0) for k in ("passed", "failed", "xfailed")}
+    kinds = ("passed", "failed", "xfailed", "skipped")
+    tests = {k: sum(lang["tests"][k] for lang in report["languages"].values()) for k in kinds}
+    assert tests == {k: outcomes.get(k, 0) for k in kinds} and sum(tests.values()) == 8 * 2 + 2
+    en = report["languages"]["en"]["tests"]["by_test"]
+    assert sum(en["gold_rank"].values()) == 4 and sum(en["language_gate"].values()) == 1
+    assert en["gold_rank"] == {"failed": 4}  # no committed baselines in this directory: each says how to record
+    gate = report["languages"]["fr"]["gate"]
+    assert 0 <= gate["p_value"] <= 1 and gate["pairs"] == report["languages"]["fr"]["mc_correct"]
+    assert (pytester.path / "out" / "report.md").is_file() and (pytester.path / "out" / "report.html").is_file()
     for item in items:
         cand = item["candidate"]
         assert item["prompt"].startswith("<|im_start|>system") and item["prompt"].endswith("assistant\n")
