@@ -9,7 +9,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 # Dense SmolLM2 (reference) vs Wanda 50% (candidate) on 40 aligned items in six languages.
 DEMO_ARGS ?= --illusion-prune wanda:0.5 --illusion-langs en,de,fr,es,zh,ru --illusion-limit-per-lang 40
 
-.PHONY: test demo bench clean chromium
+.PHONY: test demo bench bench-lmeval clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,12 @@ demo: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/probe_speed.py
 
+# This suite vs EleutherAI lm-evaluation-harness, each in its own environment (.venv-lmeval).
+$(VENV)-lmeval/.installed: pyproject.toml benchmarks/lm_eval_env.sh
+	bash benchmarks/lm_eval_env.sh && touch $@
+
+bench-lmeval: $(VENV)-lmeval/.installed
+	$(VENV)-lmeval/bin/python benchmarks/vs_lm_eval.py $(BENCH_LMEVAL_ARGS)
+
 clean:
-	rm -rf $(VENV) reports
+	rm -rf $(VENV) $(VENV)-lmeval reports

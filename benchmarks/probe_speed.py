@@ -1,6 +1,6 @@
 """Probe-engine throughput on the embedded SmolLM2: items/s and tokens/s for MC scoring and generation.
 
-    python benchmarks/probe_speed.py [--langs en,fr] [--limit 40] [--dtype auto] [--batch-size 16]
+    python benchmarks/probe_speed.py [--langs en,fr] [--limit 40] [--dtype auto] [--batch-size 64]
 
 MC time includes the shared prompt forward; tokens counted are prompt + option tokens for MC,
 and generated tokens for greedy decoding. A matmul peak measured in the same run puts the
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--langs", default="en,fr,zh")
     parser.add_argument("--limit", type=int, default=32, help="items per language")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:

@@ -32,7 +32,7 @@ class ProbeConfig:
 
     prompt_format: PromptFormat = "auto"  # auto: the model's chat template if it has one, else plain
     max_new_tokens: int = 24  # greedy answers are short; stop earlier at newline/EOS
-    batch_size: int = 16  # questions per forward; results do not depend on it
+    batch_size: int = 64  # questions per forward; results do not depend on it
 
     def key(self) -> dict:
         """The fields that change numbers or verdicts (batch size does not)."""
@@ -168,6 +168,9 @@ def newline_mask(tokenizer, vocab_size: int) -> "torch.Tensor":
     return mask
 
 
+MC_CHUNK_ROWS = 64  # options scored per forward: larger chunks only add memory traffic on CPU
+
+
 class Engine:
     """Batched probing for one loaded model; reusable across calls."""
 
@@ -250,33 +253,39 @@ class Engine:
         return results
 
     def _score_options(self, items, prompts, encoded, options, last_logits, cache, mask):
-        """Summed log-probability of each option as the prompt's continuation, prompt computed once."""
+        """Summed log-probability of each option as the prompt's continuation, prompt computed once.
+
+        Options of similar length share a chunk (little padding), and the vocabulary head runs
+        only at real continuation positions, never at padding.
+        """
         import torch
 
         pairs = [(q, opt) for q in range(len(items)) for opt in range(len(options[q]))]
         conts = [continuation_ids(self.tokenizer, prompts[q], options[q][o]) for q, o in pairs]
         first_logprobs = torch.log_softmax(last_logits, dim=-1)  # [B, V]
         scores = [[0.0] * len(opts) for opts in options]
-        chunk = max(1, self.config.batch_size * 4)
-        for start in range(0, len(pairs), chunk):
-            part = list(range(start, min(start + chunk, len(pairs))))
+        for p, (q, o) in enumerate(pairs):
+            scores[q][o] = first_logprobs[q, conts[p][0]].item()
+        by_length = sorted((p for p in range(len(pairs)) if len(conts[p]) > 1), key=lambda p: (len(conts[p]), p))
+        chunk = MC_CHUNK_ROWS
+        for start in range(0, len(by_length), chunk):
+            part = by_length[start:start + chunk]
             rows = torch.tensor([pairs[p][0] for p in part], device=self.device)
-            sub = _select_cache(cache, rows)
-            cont_ids, cont_mask = _right_pad([conts[p] for p in part], self.pad_id, self.device)
+            cont_ids, cont_mask = _right_pad([conts[p][:-1] for p in part], self.pad_id, self.device)
             full_mask = torch.cat([mask[rows], cont_mask], dim=1)
-            offsets = mask[rows].sum(-1, keepdim=True)
-            positions = offsets + torch.arange(cont_ids.shape[1], device=self.device)
+            positions = mask[rows].sum(-1, keepdim=True) + torch.arange(cont_ids.shape[1], device=self.device)
             out = self.body(input_ids=cont_ids, attention_mask=full_mask, position_ids=positions,
-                            cache=sub, use_cache=True)
-            logprobs = torch.log_softmax(self.logits(out.last_hidden_state[:, :-1]), dim=-1)  # [P, C-1, V]
-            for row, p in enumerate(part):
+                            cache=_select_cache(cache, rows), use_cache=False)
+            real = cont_mask.bool()  # hidden state at token t predicts token t+1 of the option
+            logprobs = torch.log_softmax(self.logits(out.last_hidden_state[real]), dim=-1)  # [real positions, V]
+            targets = torch.tensor([t for p in part for t in conts[p][1:]], device=self.device)
+            picked = logprobs.gather(-1, targets[:, None]).squeeze(-1).tolist()
+            offset = 0
+            for p in part:
                 q, o = pairs[p]
-                tokens = conts[p]
-                total = first_logprobs[q, tokens[0]].item()
-                if len(tokens) > 1:
-                    targets = torch.tensor(tokens[1:], device=self.device)
-                    total += logprobs[row, : len(tokens) - 1].gather(-1, targets[:, None]).sum().item()
-                scores[q][o] = total
+                n = len(conts[p]) - 1
+                scores[q][o] += sum(picked[offset:offset + n])
+                offset += n
         self.stats["option_tokens"] += sum(len(c) for c in conts)
         return scores
 
@@ -431,7 +440,7 @@ def recover(loaded: "LoadedModel", pairs: Sequence[tuple[Item, Item | None]], co
     """
     fmt = resolve_format(loaded.tokenizer, config.prompt_format)
     found: dict[str, list[str]] = {item.key: [] for item, _ in pairs}
-    step = max(1, config.batch_size // 2)
+    step = max(1, config.batch_size // 4)  # sampling runs 8 rows per item
     for start in range(0, len(pairs), step):
         chunk = pairs[start:start + step]
         items = [item for item, _ in chunk]

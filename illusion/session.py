@@ -36,7 +36,7 @@ class RunConfig:
     rank_tolerance: int = 0
     device: str = "auto"
     dtype: str = "auto"
-    batch_size: int = 16
+    batch_size: int = 64
     seed: int = 0
     trust_remote_code: bool = False
     prompt_format: str = "auto"
