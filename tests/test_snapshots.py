@@ -179,6 +179,10 @@ def test_record_then_rerun_matches(rank_suite):
     again = rank_suite()
     again.assert_outcomes(passed=6)
     assert "6 matched" in again.stdout.str()
+    # Recomputed one question per batch, without the results store: re-recording changes no byte.
+    before = {p.name: p.read_bytes() for p in rank_suite.dir.iterdir()}
+    rank_suite("--illusion-batch-size", "1", "--illusion-no-cache", "--snapshot-update").assert_outcomes(passed=6)
+    assert {p.name: p.read_bytes() for p in rank_suite.dir.iterdir()} == before
 
 
 def test_a_missing_baseline_fails_with_the_command_that_records_it(rank_suite):
