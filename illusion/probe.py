@@ -12,6 +12,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 from .data import Item
@@ -227,9 +228,7 @@ class Engine:
         clock = time.perf_counter
         with torch.inference_mode():
             start = clock()
-            ids, mask = _left_pad(encoded, self.pad_id, self.device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            out, mask = self._prompt_forward(encoded)
             last_logits = self.logits(out.last_hidden_state[:, -1])  # [B, V]
             cache = out.cache
             options = [(item.answer, *item.distractors) for item in items]
@@ -251,6 +250,49 @@ class Engine:
                 first_position_rank=firsts[i], matched=verdict.matched, hedged_with=verdict.hedged_with,
             ))
         return results
+
+    def _prompt_forward(self, encoded):
+        """Forward the prompts with a KV cache; the template's constant prefix is computed once.
+
+        Chat templates open every prompt with the same system turn (about half of SmolLM2's
+        prompt tokens). Its keys and values are computed once per engine and copied into each
+        batch; each row then holds [prefix, left padding, question]. A batch where a prompt
+        does not start with the prefix (a merge across the boundary) runs in full.
+        """
+        import torch
+
+        prefix = self._prefix_tokens
+        shared = len(prefix) > 0 and all(e[:len(prefix)] == prefix and len(e) > len(prefix) for e in encoded)
+        if not shared:
+            ids, mask = _left_pad(encoded, self.pad_id, self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            return self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True), mask
+        ids, tail_mask = _left_pad([e[len(prefix):] for e in encoded], self.pad_id, self.device)
+        mask = torch.cat([torch.ones((len(encoded), len(prefix)), dtype=tail_mask.dtype, device=self.device),
+                          tail_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1)[:, len(prefix):].clamp(min=0)
+        cache = _select_cache(self._prefix_cache, torch.zeros(len(encoded), dtype=torch.long, device=self.device))
+        out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+        return out, mask
+
+    @cached_property
+    def _prefix_tokens(self) -> list[int]:
+        """Tokens every prompt of this format starts with (found from two different questions),
+        less the last one, which a question's first characters could merge with."""
+        one, two = (encode_prompt(self.tokenizer, build_prompt(self.tokenizer, q, self.fmt), self.fmt)
+                    for q in ("Who?", "What is 7?"))
+        common = 0
+        while common < min(len(one), len(two)) and one[common] == two[common]:
+            common += 1
+        return one[:max(0, common - 1)]
+
+    @cached_property
+    def _prefix_cache(self):
+        import torch
+
+        ids = torch.tensor([self._prefix_tokens], device=self.device)
+        with torch.inference_mode():
+            return self.body(input_ids=ids, use_cache=True).cache
 
     def _score_options(self, items, prompts, encoded, options, last_logits, cache, mask):
         """Summed log-probability of each option as the prompt's continuation, prompt computed once.
