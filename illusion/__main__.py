@@ -1,4 +1,4 @@
-"""Command line: ``python -m illusion validate PATH`` and ``python -m illusion prune ...``.
+"""Command line: ``python -m illusion validate PATH``, ``prune ...``, ``cache ...`` and ``sweep ...``.
 
 Subcommands print one line per problem (``file:line: field ...; fix``) and exit 1 when any is
 found, 2 on usage errors.
@@ -97,6 +97,46 @@ def run_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_sweep(args: argparse.Namespace) -> int:
+    """Prune at each sparsity, probe, and write sweep.json / sweep.html / sweep.svg."""
+    from .session import RunConfig
+    from .sweep import SweepSettings, parse_sparsities, sweep
+
+    def codes(text: str) -> tuple[str, ...] | None:
+        return tuple(x.strip() for x in text.split(",") if x.strip()) or None
+
+    base = RunConfig(model=args.model, dataset=args.dataset, langs=codes(args.langs),
+                     limit_per_lang=args.limit_per_lang, device=args.device, dtype=args.dtype,
+                     batch_size=args.batch_size, seed=args.seed, trust_remote_code=args.trust_remote_code,
+                     calibration_langs=codes(args.calibration_langs), calibration_samples=args.calibration_samples,
+                     calibration_seqlen=args.calibration_seqlen)
+    settings = SweepSettings(base=base, method=args.method, sparsities=parse_sparsities(args.sparsities, args.method))
+    written = sweep(settings, args.out, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def add_sweep_parser(commands) -> None:
+    sweep = commands.add_parser("sweep", help="prune at several sparsities, probe, plot the illusion against sparsity")
+    sweep.add_argument("--model", default="smollm2-135m",
+                       help="smollm2-135m, a checkpoint dir, a .gguf file or org/name")
+    sweep.add_argument("--method", default="wanda", choices=["magnitude", "wanda", "sparsegpt"])
+    sweep.add_argument("--sparsities", default="0.3,0.4,0.5,0.6,0.7", help="comma-separated fractions in (0, 1)")
+    sweep.add_argument("--out", required=True, type=Path, help="directory for sweep.json, sweep.html, sweep.svg")
+    sweep.add_argument("--dataset", default=None, help="PATH|mkqa:PATH_OR_ID|hf:ID (default: the shipped fixtures)")
+    sweep.add_argument("--langs", default="", help="e.g. en,fr (default: every language of the dataset)")
+    sweep.add_argument("--limit-per-lang", type=int, default=None)
+    sweep.add_argument("--calibration-langs", default="", help="e.g. fr,de (default: all shipped languages)")
+    sweep.add_argument("--calibration-samples", type=int, default=64)
+    sweep.add_argument("--calibration-seqlen", type=int, default=256)
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--device", default="auto")
+    sweep.add_argument("--dtype", default="auto")
+    sweep.add_argument("--batch-size", type=int, default=16)
+    sweep.add_argument("--trust-remote-code", action="store_true")
+    sweep.set_defaults(run=run_sweep)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m illusion", description="benchmark-illusion tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = commands.add_parser("cache", help="inspect or clear the results store")
     cache.add_argument("action", choices=["info", "clear"])
     cache.set_defaults(run=run_cache)
+    add_sweep_parser(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

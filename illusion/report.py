@@ -30,7 +30,8 @@ def item_record(verdict: ItemVerdict, *, question: str, aliases: Sequence[str], 
         "id": cand.id, "lang": cand.lang, "question": question, "prompt": cand.prompt,
         "options": list(cand.options), "answer": cand.options[0], "aliases": list(aliases),
         "type": item_type, "outcome": verdict.outcome, "pruning_induced": verdict.pruning_induced,
-        "candidate": result_to_dict(cand), "reference": result_to_dict(verdict.reference),
+        "candidate": result_to_dict(cand),
+        "reference": {**result_to_dict(verdict.reference), "recovery": None},  # probes run on the candidate only
     }
 
 
@@ -118,7 +119,8 @@ def build_report(records: Sequence[dict], config: dict, outcomes: Iterable[tuple
         "config": config,
         "languages": {
             lang: {**lv.candidate.as_dict(), "pruning_induced": lv.pruning_induced,
-                   "tests": tests.get(lang, no_tests()), "reference": lv.reference.as_dict(),
+                   "tests": tests.get(lang, no_tests()),
+                   "reference": {**lv.reference.as_dict(), "demoted": None, "erased": None},  # not probed
                    "gate": language_gate(lang, verdicts, alpha=alpha, max_illusion_rate=budget).as_dict()}
             for lang, lv in languages.items()
         },
@@ -237,7 +239,7 @@ def language_cells(stats: dict) -> dict[str, str]:
         "illusion rate": f"{_rate(ref['illusion_rate'])} → {_rate(stats['illusion_rate'])}",
         "median gold rank": f"{_rank(ref['median_gold_rank'])} → {_rank(stats['median_gold_rank'])}",
         "pruning-induced": str(stats.get("pruning_induced", 0)),
-        "demoted/erased": f"{ref.get('demoted', 0)}/{ref.get('erased', 0)} → {stats.get('demoted', 0)}/{stats.get('erased', 0)}",
+        "demoted/erased": f"{stats.get('demoted', 0)}/{stats.get('erased', 0)}",  # probes run on the candidate only
     }
 
 
@@ -458,35 +460,45 @@ def _csp_hash(source: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode() + "'"
 
 
-def content_security_policy() -> str:
-    """Nothing loads from anywhere; only this page's own style and script (by hash) may run.
+def content_security_policy(css: str | None = None, script: str | None = "") -> str:
+    """Nothing loads from anywhere; only the page's own style and script (by hash) may run.
 
     Hashes instead of 'unsafe-inline': even if some text escaped its escaping, an injected
-    <script> or onerror= handler would be refused by the browser.
+    <script> or onerror= handler would be refused by the browser. Defaults: report.html's own.
     """
-    return (f"default-src 'none'; style-src {_csp_hash(_CSS)}; script-src {_csp_hash(_JS)}; img-src data:; "
+    css = _CSS if css is None else css
+    script = _JS if script == "" else script
+    scripts = f"; script-src {_csp_hash(script)}" if script else ""
+    return (f"default-src 'none'; style-src {_csp_hash(css)}{scripts}; img-src data:; "
             "base-uri 'none'; form-action 'none'")
+
+
+def html_page(title: str, body: Sequence[str], *, css: str | None = None, script: str | None = "") -> str:
+    """A self-contained page: inline style and script allowed by hash, nothing external."""
+    css = _CSS if css is None else css
+    script = _JS if script == "" else script
+    return "".join([
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{esc(content_security_policy(css, script))}\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        "<meta name=\"referrer\" content=\"no-referrer\">",
+        f"<title>{esc(title)}</title><link rel=\"icon\" href=\"data:,\">",
+        f"<style>{css}</style></head><body>", *body,
+        f"<script>{script}</script>" if script else "", "</body></html>\n",
+    ])
 
 
 def render_html(report: dict) -> str:
     """report.html: one self-contained page (inline CSS, JS and SVG; no external loads)."""
     config = report.get("config", {})
     title = f"benchmark-illusion: {candidate_label(config)} vs {config.get('reference', '?')}"
-    body = [
+    return html_page(title, [
         "<header>", "<h1>benchmark-illusion report</h1>",
         f"<p class=\"sub\">candidate <b>{esc(candidate_label(config))}</b> · reference "
         f"<b>{esc(config.get('reference', '?'))}</b> · created {esc(report.get('created', '?'))}</p>",
         "</header><main>",
         _html_summary(report), _html_plots(report), _html_items(report),
         "</main>",
-    ]
-    return "".join([
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{esc(content_security_policy())}\">",
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        "<meta name=\"referrer\" content=\"no-referrer\">",
-        f"<title>{esc(title)}</title><link rel=\"icon\" href=\"data:,\">",
-        f"<style>{_CSS}</style></head><body>", *body, f"<script>{_JS}</script></body></html>\n",
     ])
 
 
@@ -544,7 +556,8 @@ def _html_plots(report: dict) -> str:
         _figure(category_chart(report), "Per language, the four MC × generation cells for the reference (ref) "
                 "and the candidate (cand). Orange is the illusion: MC right, generation wrong."),
         _figure(recovery_chart(report), "Recognition-only items that a recovery probe brings back (demoted) or "
-                "not (erased), reference and candidate; beam / sampling / one-shot count the candidate's items "
+                "not (erased), on the candidate (the probes do not run on the reference); beam / sampling / one-shot count "
+                "the candidate's items "
                 "each probe recovers (an item can count for several)."),
         _figure(rank_scatter([item for items in groups.values() for item in items]),
                 "Each point is one item: the gold answer's best rank along the greedy path, reference (x) against "
@@ -585,9 +598,8 @@ def recovery_chart(report: dict) -> str:
     for lang, items in _by_lang(report).items():
         stats = report["languages"].get(lang, {})
         bars = []
-        for short, side, data in (("ref", "reference", stats.get("reference", stats)), ("cand", "candidate", stats)):
-            segments = tuple(plots.Segment(name, data.get(name, 0), color) for name, color in RECOVERY_COLORS.items())
-            bars.append(plots.Bar(short, segments, note=f"{lang} {side}"))
+        segments = tuple(plots.Segment(name, stats.get(name) or 0, color) for name, color in RECOVERY_COLORS.items())
+        bars.append(plots.Bar("cand", segments, note=f"{lang} candidate"))  # probes run on the candidate only
         for probe, (label, name, color) in PROBES.items():
             hits = sum(probe in item["candidate"].get("recovered_by", ()) for item in items)
             bars.append(plots.Bar(label, (plots.Segment(f"recovered by {name}", hits, color),),
