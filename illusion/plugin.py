@@ -221,10 +221,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     """Runs after -k/-m deselection: remember exactly which items will run."""
     if ERROR_KEY in config.stash:
         raise pytest.UsageError(f"benchmark-illusion: {config.stash[ERROR_KEY]}")
-    chosen = [it.callspec.params["illusion_item"] for it in items
-              if hasattr(it, "callspec") and "illusion_item" in it.callspec.params]
-    if chosen:
-        _session(config).set_collected(list({item.key: item for item in chosen}.values()))
+    params = [it.callspec.params for it in items if hasattr(it, "callspec")]
+    chosen = [p["illusion_item"] for p in params if "illusion_item" in p]
+    gated = {p["illusion_lang"] for p in params if "illusion_lang" in p}
+    if chosen or gated:
+        _session(config).set_collected(list({item.key: item for item in chosen}.values()), sorted(gated))
 
 
 @pytest.fixture
@@ -512,11 +513,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
                 self._gated = {m["lang"] for m in map(GATE_NODE.search, self.collection or []) if m}
             gate = GATE_NODE.search(nodeid)
             if gate:
-                return f"illusion:{gate['lang']}"
+                return f"illusion:{scope_of(gate['lang'], '', whole_language=True)}"
             match = ITEM_NODE.search(nodeid)
             if not match:
                 return nodeid
             lang = match["lang"]
-            return f"illusion:{lang}" if lang in self._gated else f"illusion:{scope_of(lang, match['id'])}"
+            return f"illusion:{scope_of(lang, match['id'], whole_language=lang in self._gated)}"
 
     return ItemBlockScheduling(config, log)

@@ -77,9 +77,10 @@ class RunConfig:
         }
 
 
-def scope_of(lang: str, item_id: str) -> str:
-    """The xdist scope of an item: its language plus a stable block number."""
-    return f"{lang}/{zlib.crc32(item_id.encode()) % SCOPES_PER_LANG}"
+def scope_of(lang: str, item_id: str, *, whole_language: bool = False) -> str:
+    """The xdist scope of an item: its language plus a stable block number, or the whole
+    language when its gate test runs (the gate needs every item of the language)."""
+    return lang if whole_language else f"{lang}/{zlib.crc32(item_id.encode()) % SCOPES_PER_LANG}"
 
 
 class IllusionSession:
@@ -91,6 +92,7 @@ class IllusionSession:
         self.scoped = scoped  # on an xdist worker: compute one scope at a time
         self._items: list[Item] | None = None
         self._collected: dict[str, Item] = {}
+        self._gated: set[str] = set()
         self._results: dict[str, dict[str, ItemResult]] = {"candidate": {}, "reference": {}}
         self._models: dict[str, LoadedModel] = {}
         self._store = None
@@ -105,9 +107,14 @@ class IllusionSession:
                                      note=self.progress)
         return self._items
 
-    def set_collected(self, items: Sequence[Item]) -> None:
-        """Exactly the items this run will test (after -k, deselection)."""
+    def set_collected(self, items: Sequence[Item], gated_langs: Sequence[str] = ()) -> None:
+        """Exactly the items this run will test (after -k, deselection), and the languages whose
+        gate test runs (their items form one xdist scope)."""
         self._collected = {item.key: item for item in items}
+        self._gated = set(gated_langs)
+
+    def scope(self, item: Item) -> str:
+        return scope_of(item.lang, item.id, whole_language=item.lang in self._gated)
 
     def verdict(self, item: Item) -> ItemVerdict:
         """The paired result of one item, computing its batch on first need."""
@@ -133,8 +140,8 @@ class IllusionSession:
         if item.key not in self._collected:
             pool.append(item)
         if self.scoped:
-            scope = scope_of(item.lang, item.id)
-            pool = [it for it in pool if scope_of(it.lang, it.id) == scope]
+            scope = self.scope(item)
+            pool = [it for it in pool if self.scope(it) == scope]
         return [it for it in pool if it.key not in self._results["candidate"]]
 
     def _compute(self, items: list[Item]) -> None:
