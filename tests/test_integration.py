@@ -37,7 +37,9 @@ def test_suite_runs_on_smollm2(pytester):
         assert item["prompt"].startswith("<|im_start|>system") and item["prompt"].endswith("assistant\n")
         assert len(cand["mc_scores"]) == len(item["options"]) >= 4
         assert cand["gold_rank"] >= 1 and "\n" not in cand["generation"]
-        assert item["candidate"] == item["reference"]  # no pruning yet: candidate is the reference
+        # No pruning: the candidate is the reference; only the candidate gets recovery probes.
+        assert item["reference"]["recovery"] is None
+        assert {**item["candidate"], "recovery": None} == item["reference"]
     # The dense model answers easy English questions: at least half of these are generation-correct.
     english = [i for i in items if i["lang"] == "en"]
     assert sum(i["candidate"]["gen_correct"] for i in english) >= 2

@@ -113,7 +113,8 @@ def test_report_json_fields_match_the_run(suite, pytester):
     assert report["config"]["model"].endswith("cand") and report["config"]["langs"] == ["en"]
     en = report["languages"]["en"]
     assert (en["items"], en["recognition_only"], en["pruning_induced"]) == (3, 2, 1)
-    assert en["tests"] == {"passed": 1, "failed": 1, "xfailed": 1}
+    assert en["tests"] == {"passed": 1, "failed": 1, "xfailed": 1, "skipped": 0,
+                           "by_test": {"mc_implies_generation": {"passed": 1, "failed": 1, "xfailed": 1}}}
     assert en["illusion_rate"] == pytest.approx(2 / en["mc_correct"])
     failed = next(i for i in report["items"] if i["id"] == "fail")
     assert failed["prompt"].startswith("<|im_start|>user\n") and failed["options"][0] == failed["answer"]
