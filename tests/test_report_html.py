@@ -34,7 +34,8 @@ from illusion.verdict import ItemVerdict
 from tiny import item as item_row
 from tiny import write_items
 
-SUITE = Path(__file__).resolve().parent.parent / "illusion_tests" / "test_consistency.py"
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = ROOT / "illusion_tests" / "test_consistency.py"
 # The user's results store and converted-model cache, resolved before pytester points HOME elsewhere:
 # the model's answers are computed once per machine (minutes on a busy 2-core CPU) and reused after.
 USER_CACHE = os.environ.get("ILLUSION_CACHE") or str(Path.home() / ".cache" / "illusion")
@@ -462,6 +463,36 @@ def test_real_report_in_chromium(chromium, pytester, monkeypatch, tmp_path):
     assert console == [], console  # no errors, no CSP refusals, no logging at all
     check_screenshot(shot)
     check_sorting_and_filtering(chromium, out / "report.html", tmp_path)
+
+
+def demo_args() -> list[str]:
+    """The Makefile's DEMO_ARGS, so this test follows `make demo` if the demo changes."""
+    makefile = (ROOT / "Makefile").read_text()
+    return re.search(r"^DEMO_ARGS \?= (.*)$", makefile, re.M).group(1).split()
+
+
+def test_make_demo_report_in_chromium(chromium, pytester, monkeypatch, tmp_path):
+    """`make demo`'s own run (its options, the three suite modules, the committed baselines):
+    its rank tests are green against the baselines, and its report.html renders in Chromium."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("ILLUSION_CACHE", USER_CACHE)
+    pytester.makeini("[pytest]\n")
+    pytester.mkpydir("illusion_tests")
+    for module in ("test_consistency.py", "test_gold_rank.py", "test_languages.py"):
+        pytester.path.joinpath("illusion_tests", module).write_text((SUITE.parent / module).read_text())
+    shutil.copytree(ROOT / "snapshots", pytester.path / "snapshots")
+    run = pytester.runpytest("illusion_tests", *demo_args(), "--illusion-report", "out", "-p", "no:cacheprovider")
+    assert run.ret == pytest.ExitCode.TESTS_FAILED, run.stdout.str()[-3000:]  # the illusions it exists to show
+    report = json.loads((pytester.path / "out" / "report.json").read_text(encoding="utf-8"))
+    ranks = {lang: stats["tests"]["by_test"]["gold_rank"] for lang, stats in report["languages"].items()}
+    assert all(set(r) == {"passed"} for r in ranks.values()), ranks  # reproduces the committed baselines
+    dom_text, console = run_chromium(chromium, pytester.path / "out" / "report.html", tmp_path,
+                                     screenshot=tmp_path / "demo.png")
+    dom = Dom(dom_text)
+    n = len(report["items"])
+    assert dom.by_id["f-count"] == f"{n} of {n} items shown" and dom.tags.count("svg") == 3
+    assert console == [], console
+    check_screenshot(tmp_path / "demo.png")
 
 
 def check_screenshot(shot: Path) -> None:
