@@ -331,7 +331,28 @@ class Engine:
         self.stats["option_tokens"] += sum(len(c) for c in conts)
         return scores
 
-    def _greedy(self, items, last_logits, cache, mask):
+    def decode(self, items: Sequence[Item], prompts: Sequence[str], *, repeat: int = 1,
+               perturb: Callable | None = None) -> list[list[str]]:
+        """Answer lines of ``repeat`` decodings of each prompt, the prompt computed once.
+
+        Greedy unless ``perturb(logits, rows)`` changes the logits of the given rows first (a
+        sampler). Each row stops at its own newline/EOS and leaves the batch.
+        """
+        import torch
+
+        encoded = [encode_prompt(self.tokenizer, p, self.fmt) for p in prompts]
+        with torch.inference_mode():
+            out, mask = self._prompt_forward(encoded)
+            last = self.logits(out.last_hidden_state[:, -1])
+            cache = out.cache
+            if repeat > 1:
+                rows = torch.arange(len(prompts), device=self.device).repeat_interleave(repeat)
+                cache.batch_select_indices(rows)
+                mask, last = mask[rows], last[rows]
+            texts, _, _ = self._greedy([it for it in items for _ in range(repeat)], last, cache, mask, perturb=perturb)
+        return [texts[i * repeat:(i + 1) * repeat] for i in range(len(prompts))]
+
+    def _greedy(self, items, last_logits, cache, mask, perturb: Callable | None = None):
         """Greedy decoding; each row stops at its own newline/EOS and leaves the batch."""
         import torch
 
@@ -343,7 +364,7 @@ class Engine:
         has_text = [False] * len(items)
         logits = last_logits
         for step in range(self.config.max_new_tokens):
-            chosen = logits.argmax(-1)
+            chosen = (perturb(logits, active) if perturb else logits).argmax(-1)
             keep = []
             for row, index in enumerate(active):
                 rank = best_rank(logits[row], gold[index])
@@ -467,7 +488,7 @@ def one_shot_prompt(tokenizer, exemplar: Item, question: str, fmt: str) -> str:
     return f"Question: {exemplar.question}\nAnswer: {exemplar.answer}\n\nQuestion: {question}\nAnswer:"
 
 
-RECOVERY_VERSION = 2  # batched probes, per-row Gumbel sampling (stored candidate results carry it)
+RECOVERY_VERSION = 3  # batched probes; sampling and one-shot on the engine (stored candidate results carry it)
 
 
 def recover(loaded: "LoadedModel", pairs: Sequence[tuple[Item, Item | None]], config: ProbeConfig,
@@ -480,7 +501,8 @@ def recover(loaded: "LoadedModel", pairs: Sequence[tuple[Item, Item | None]], co
     (item, sample), so what an item samples does not depend on which other items share its
     batch (or its xdist worker).
     """
-    fmt = resolve_format(loaded.tokenizer, config.prompt_format)
+    engine = Engine(loaded, config)
+    fmt = engine.fmt
     found: dict[str, list[str]] = {item.key: [] for item, _ in pairs}
     step = max(1, config.batch_size // 4)  # sampling runs 8 rows per item
     for start in range(0, len(pairs), step):
@@ -489,11 +511,8 @@ def recover(loaded: "LoadedModel", pairs: Sequence[tuple[Item, Item | None]], co
         prompts = [build_prompt(loaded.tokenizer, item.question, fmt) for item in items]
         beams = _generate(loaded, prompts, fmt, config, num_beams=BEAMS, num_return_sequences=BEAMS,
                           do_sample=False)
-        # Greedy decoding over Gumbel-perturbed logits, one row per (item, sample).
         sampler = _GumbelSampler([_row_seed(seed, item.key, k) for item in items for k in range(SAMPLES)], TEMPERATURE)
-        rows = _generate(loaded, [p for p in prompts for _ in range(SAMPLES)], fmt, config, do_sample=False,
-                         logits_processor=[sampler])
-        samples = [sum(rows[i * SAMPLES:(i + 1) * SAMPLES], []) for i in range(len(items))]
+        samples = engine.decode(items, prompts, repeat=SAMPLES, perturb=sampler.perturb)
         for item, beam_texts, sample_texts in zip(items, beams, samples):
             if _says(item, beam_texts):
                 found[item.key].append("beam")
@@ -501,7 +520,7 @@ def recover(loaded: "LoadedModel", pairs: Sequence[tuple[Item, Item | None]], co
                 found[item.key].append("sampling")
         shots = [(item, one_shot_prompt(loaded.tokenizer, ex, item.question, fmt)) for item, ex in chunk if ex]
         if shots:
-            answers = _generate(loaded, [p for _, p in shots], fmt, config, do_sample=False)
+            answers = engine.decode([item for item, _ in shots], [p for _, p in shots])
             for (item, _), texts in zip(shots, answers):
                 if _says(item, texts):
                     found[item.key].append("one_shot")
@@ -522,16 +541,12 @@ def _row_seed(seed: int, key: str, sample: int) -> int:
 
 
 def _generate(loaded: "LoadedModel", prompts: Sequence[str], fmt: str, config: ProbeConfig, **kwargs) -> list[list[str]]:
-    """Left-padded batched ``generate``; for each prompt, the answer lines of its returned sequences."""
+    """Left-padded batched ``generate`` (for beam search); for each prompt, the answer lines of its
+    returned sequences."""
     import torch
 
     tokenizer, model = loaded.tokenizer, loaded.model
     ids, mask = _left_pad([encode_prompt(tokenizer, p, fmt) for p in prompts], tokenizer.pad_token_id, loaded.device)
-    processors = kwargs.pop("logits_processor", None)
-    if processors:
-        from transformers import LogitsProcessorList
-
-        kwargs["logits_processor"] = LogitsProcessorList(processors)
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=config.max_new_tokens,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(_stop_ids(model, tokenizer)),
@@ -552,9 +567,14 @@ class _GumbelSampler:
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
 
     def __call__(self, input_ids, scores):
+        """As a logits processor: every row, each with its own generator."""
+        return self.perturb(scores, range(len(self.generators)))
+
+    def perturb(self, scores, rows: Sequence[int]):
+        """Tempered, Gumbel-perturbed logits for the still-active ``rows`` (one draw per row)."""
         import torch
 
         tiny = torch.finfo(torch.float32).tiny
-        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=self.generators[r]) for r in rows])
         gumbel = -torch.log((-torch.log(uniform.clamp_min(tiny))).clamp_min(tiny))
         return scores.float() / self.temperature + gumbel.to(scores.device)
