@@ -55,6 +55,15 @@ class RunConfig:
                            batch_size=self.batch_size)
 
     @property
+    def calibration(self):
+        """The calibration settings of ``--illusion-prune`` (wanda/sparsegpt)."""
+        from .prune import CalibrationConfig
+
+        extra = {"langs": self.calibration_langs} if self.calibration_langs else {}
+        return CalibrationConfig(samples=self.calibration_samples, seqlen=self.calibration_seqlen, seed=self.seed,
+                                 **extra)
+
+    @property
     def reference_spec(self) -> str:
         return self.reference or self.model
 
@@ -131,10 +140,6 @@ class IllusionSession:
             self._compute(missing)
         return [self.verdict(it) for it in items]
 
-    def computed(self) -> list[ItemVerdict]:
-        cand, ref = self._results["candidate"], self._results["reference"]
-        return [ItemVerdict(candidate=cand[k], reference=ref[k]) for k in cand]
-
     def _pending_for(self, item: Item) -> list[Item]:
         pool = list(self._collected.values()) or [item]
         if item.key not in self._collected:
@@ -200,21 +205,26 @@ class IllusionSession:
         return self._keys[side]
 
     def _compute_store_keys(self, side: str) -> tuple[str, str]:
-        from .models import resolve_device, resolve_dtype
+        from .probe import RECOVERY_VERSION
         from .store import config_hash
 
         if side == "candidate" and self.config.prune:
             model_key = self._pruned_key[1]
         else:
             model_key = fingerprint(parse_spec(self.config.model if side == "candidate" else self.config.reference_spec))
-        device = resolve_device(self.config.device)
+        device, dtype = self._device_dtype
         # Recovery probes run on the candidate only, so its results are a different record.
-        from .probe import RECOVERY_VERSION
-
         probe_key = {**self.config.probe_config.key(),
                      "recovery_probes": RECOVERY_VERSION if side == "candidate" else False}
-        return model_key, config_hash(probe_key, dtype=resolve_dtype(self.config.dtype, device), device=device,
-                                      seed=self.config.seed)
+        return model_key, config_hash(probe_key, dtype=dtype, device=device, seed=self.config.seed)
+
+    @cached_property
+    def _device_dtype(self) -> tuple[str, str]:
+        """The resolved device and dtype (``auto`` made concrete), without loading a model."""
+        from .models import resolve_device, resolve_dtype
+
+        device = resolve_device(self.config.device)
+        return device, resolve_dtype(self.config.dtype, device)
 
     def _model(self, side: str) -> LoadedModel:
         if side not in self._models:
@@ -230,12 +240,11 @@ class IllusionSession:
     def snapshot_set(self) -> tuple[str, dict]:
         """The gold-rank baseline set (``--illusion-snapshot-name`` or one per configuration),
         and the configuration it is recorded with. Known without loading a model."""
-        from .models import resolve_device, resolve_dtype
         from .prune import parse_recipe
         from .snapshots import set_name
 
         cfg = self.config
-        dtype = resolve_dtype(cfg.dtype, resolve_device(cfg.device))
+        dtype = self._device_dtype[1]
         recipe = parse_recipe(cfg.prune).label if cfg.prune else None
         recorded_with = {"model": cfg.model, "prune": cfg.prune, "dataset": cfg.dataset or "fixtures/qa",
                          "dtype": dtype, "prompt_format": cfg.prompt_format}
@@ -246,13 +255,11 @@ class IllusionSession:
     @cached_property
     def _pruned_key(self):
         """(base spec, pruned fingerprint, recipe, calibration) for the in-process candidate."""
-        from .prune import CalibrationConfig, parse_recipe, pruned_fingerprint
+        from .prune import parse_recipe, pruned_fingerprint
 
         base = parse_spec(self.config.model)
         recipe = parse_recipe(self.config.prune or "")
-        extra = {"langs": self.config.calibration_langs} if self.config.calibration_langs else {}
-        calibration = CalibrationConfig(samples=self.config.calibration_samples,
-                                        seqlen=self.config.calibration_seqlen, seed=self.config.seed, **extra)
+        calibration = self.config.calibration
         return base, pruned_fingerprint(fingerprint(base), recipe, calibration), recipe, calibration
 
     def _pruned_dir(self) -> Path:

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 from . import plots
 from .errors import ConfigError
 from .plots import esc
-from .prune import CalibrationConfig, parse_recipe
+from .prune import parse_recipe
 from .report import html_page
 from .session import IllusionSession, RunConfig
 from .verdict import ItemVerdict, LanguageStats, by_language, language_stats
@@ -93,8 +93,7 @@ def check_settings(settings: SweepSettings) -> None:
     cfg = settings.base
     if cfg.batch_size < 1:
         raise ConfigError(f"--batch-size {cfg.batch_size}: must be at least 1")
-    extra = {"langs": cfg.calibration_langs} if cfg.calibration_langs else {}
-    CalibrationConfig(samples=cfg.calibration_samples, seqlen=cfg.calibration_seqlen, seed=cfg.seed, **extra)
+    _ = cfg.calibration  # building it validates the calibration options
 
 
 def prepare_out_dir(path: Path) -> Path:
