@@ -509,8 +509,7 @@ def recover(loaded: "LoadedModel", pairs: Sequence[tuple[Item, Item | None]], co
         chunk = pairs[start:start + step]
         items = [item for item, _ in chunk]
         prompts = [build_prompt(loaded.tokenizer, item.question, fmt) for item in items]
-        beams = _generate(loaded, prompts, fmt, config, num_beams=BEAMS, num_return_sequences=BEAMS,
-                          do_sample=False)
+        beams = _beam_search(loaded, prompts, fmt, config)
         sampler = _GumbelSampler([_row_seed(seed, item.key, k) for item in items for k in range(SAMPLES)], TEMPERATURE)
         samples = engine.decode(items, prompts, repeat=SAMPLES, perturb=sampler.perturb)
         for item, beam_texts, sample_texts in zip(items, beams, samples):
@@ -540,9 +539,9 @@ def _row_seed(seed: int, key: str, sample: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(f"{key}#{sample}".encode())) % 2**63
 
 
-def _generate(loaded: "LoadedModel", prompts: Sequence[str], fmt: str, config: ProbeConfig, **kwargs) -> list[list[str]]:
-    """Left-padded batched ``generate`` (for beam search); for each prompt, the answer lines of its
-    returned sequences."""
+def _beam_search(loaded: "LoadedModel", prompts: Sequence[str], fmt: str, config: ProbeConfig) -> list[list[str]]:
+    """Left-padded batched beam search with ``generate``; for each prompt, the answer lines of all
+    its returned beams."""
     import torch
 
     tokenizer, model = loaded.tokenizer, loaded.model
@@ -550,10 +549,9 @@ def _generate(loaded: "LoadedModel", prompts: Sequence[str], fmt: str, config: P
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=config.max_new_tokens,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(_stop_ids(model, tokenizer)),
-                             **kwargs)
-    per = kwargs.get("num_return_sequences", 1)
+                             num_beams=BEAMS, num_return_sequences=BEAMS, do_sample=False)
     texts = [_answer_line(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True)) for row in out]
-    return [texts[i * per:(i + 1) * per] for i in range(len(prompts))]
+    return [texts[i * BEAMS:(i + 1) * BEAMS] for i in range(len(prompts))]
 
 
 class _GumbelSampler:
@@ -565,10 +563,6 @@ class _GumbelSampler:
 
         self.temperature = temperature
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
-
-    def __call__(self, input_ids, scores):
-        """As a logits processor: every row, each with its own generator."""
-        return self.perturb(scores, range(len(self.generators)))
 
     def perturb(self, scores, rows: Sequence[int]):
         """Tempered, Gumbel-perturbed logits for the still-active ``rows`` (one draw per row)."""

@@ -127,10 +127,10 @@ def test_gumbel_sampler_draws_from_the_tempered_softmax_with_per_row_noise():
 
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
     rows = 4000
-    picks = _GumbelSampler(range(rows), 0.7)(None, logits.expand(rows, 4)).argmax(-1)
+    picks = _GumbelSampler(range(rows), 0.7).perturb(logits.expand(rows, 4), range(rows)).argmax(-1)
     frequencies = torch.bincount(picks, minlength=4).float() / rows
     assert torch.allclose(frequencies, torch.softmax(logits / 0.7, -1), atol=0.03)
     # A row's noise depends on its own seed only, not on the rows beside it.
-    alone = _GumbelSampler([7], 0.7)(None, logits[None])
-    among = _GumbelSampler([3, 7, 9], 0.7)(None, logits.expand(3, 4))[1]
+    alone = _GumbelSampler([7], 0.7).perturb(logits[None], [0])
+    among = _GumbelSampler([3, 7, 9], 0.7).perturb(logits.expand(3, 4), [0, 1, 2])[1]
     assert torch.equal(alone[0], among)
