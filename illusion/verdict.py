@@ -197,10 +197,18 @@ class LanguageGate:
     p_value: float  # two-sided exact McNemar on (lost, gained)
     alpha: float
     recognition_only: int  # candidate recognition-only items (all are MC-correct)
-    mc_correct: int  # candidate MC-correct items (the illusion rate's denominator)
-    illusion_rate: float | None  # recognition_only / mc_correct; None when nothing is MC-correct
     interval: tuple[float, float]  # 95% Wilson interval of the illusion rate
     max_illusion_rate: float | None  # budget on the point estimate; None = no budget
+
+    @property
+    def mc_correct(self) -> int:
+        """The candidate's MC-correct items: the paired sample, and the illusion rate's denominator."""
+        return self.pairs
+
+    @property
+    def illusion_rate(self) -> float | None:
+        """recognition_only / mc_correct; None when nothing is MC-correct."""
+        return self.recognition_only / self.pairs if self.pairs else None
 
     @property
     def significant_loss(self) -> bool:
@@ -276,7 +284,6 @@ def language_gate(lang: str, verdicts: Sequence[ItemVerdict], *, alpha: float = 
     illusions = sum(not v.candidate.gen_correct for v in paired)  # MC-correct, generation-wrong
     return LanguageGate(
         lang=lang, pairs=len(paired), lost=lost, gained=gained, p_value=mcnemar_exact(lost, gained),
-        alpha=alpha, recognition_only=illusions, mc_correct=len(paired),
-        illusion_rate=illusions / len(paired) if paired else None,
+        alpha=alpha, recognition_only=illusions,
         interval=wilson_interval(illusions, len(paired)), max_illusion_rate=max_illusion_rate,
     )
