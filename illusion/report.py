@@ -18,7 +18,7 @@ from . import plots
 from .models import write_atomic
 from .plots import esc
 from .probe import result_from_dict, result_to_dict
-from .verdict import CATEGORIES, ItemVerdict, LanguageStats, LanguageVerdict, by_language
+from .verdict import CATEGORIES, ItemVerdict, LanguageVerdict, by_language
 
 REPORT_VERSION = 1
 
@@ -53,27 +53,23 @@ def _rank(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-def _acc(stats: LanguageStats, count: int) -> str:
-    return f"{count / stats.items:.2f}" if stats.items else "-"
+TERMINAL_LABELS = {"recognition-only": "recog-only", "generation-only": "gen-only"}  # a narrower table
+
+
+def language_summary(lv: LanguageVerdict) -> dict:
+    """One language as report.json has it: candidate counts, pairing and the reference's counts."""
+    return {**lv.candidate.as_dict(), "pruning_induced": lv.pruning_induced,
+            "reference": {**lv.reference.as_dict(), "demoted": None, "erased": None}}  # not probed
 
 
 def format_table(languages: dict[str, LanguageVerdict]) -> list[str]:
-    """Per-language rows, each cell ``reference -> candidate``."""
-    header = ("lang", "items", "MC acc", "gen acc", "both", "recog-only", "gen-only", "neither",
-              "illusion rate", "median gold rank", "pruning-induced", "demoted/erased")
-    rows = [header]
-    for lang, lv in languages.items():
-        ref, cand = lv.reference, lv.candidate
-        rows.append((
-            lang, str(cand.items),
-            f"{_acc(ref, ref.mc_correct)} -> {_acc(cand, cand.mc_correct)}",
-            f"{_acc(ref, ref.gen_correct)} -> {_acc(cand, cand.gen_correct)}",
-            f"{ref.both} -> {cand.both}", f"{ref.recognition_only} -> {cand.recognition_only}",
-            f"{ref.generation_only} -> {cand.generation_only}", f"{ref.neither} -> {cand.neither}",
-            f"{_rate(ref.illusion_rate)} -> {_rate(cand.illusion_rate)}",
-            f"{_rank(ref.median_gold_rank)} -> {_rank(cand.median_gold_rank)}",
-            str(lv.pruning_induced), f"{cand.demoted}/{cand.erased}",
-        ))
+    """Per-language rows for the terminal, each cell ``reference -> candidate``."""
+    cells = {lang: language_cells(language_summary(lv), arrow="->", every_category=True)
+             for lang, lv in languages.items()}
+    if not cells:
+        return []
+    header = ("lang", *(TERMINAL_LABELS.get(name, name) for name in next(iter(cells.values()))))
+    rows = [header, *((lang, *row.values()) for lang, row in cells.items())]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
             for row in rows]
@@ -118,9 +114,7 @@ def build_report(records: Sequence[dict], config: dict, outcomes: Iterable[tuple
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": config,
         "languages": {
-            lang: {**lv.candidate.as_dict(), "pruning_induced": lv.pruning_induced,
-                   "tests": tests.get(lang, no_tests()),
-                   "reference": {**lv.reference.as_dict(), "demoted": None, "erased": None},  # not probed
+            lang: {**language_summary(lv), "tests": tests.get(lang, no_tests()),
                    "gate": language_gate(lang, verdicts, alpha=alpha, max_illusion_rate=budget).as_dict()}
             for lang, lv in languages.items()
         },
@@ -227,17 +221,27 @@ def _share(count: int, total: int) -> str:
     return f"{count / total:.2f}" if total else "-"
 
 
-def language_cells(stats: dict) -> dict[str, str]:
-    """The per-language summary cells, each ``reference → candidate`` (plain text, no markup)."""
+def language_cells(stats: dict, *, arrow: str = "→", every_category: bool = False) -> dict[str, str]:
+    """The per-language summary cells, each ``reference → candidate`` (plain text, no markup).
+
+    One source for the terminal table (``every_category``: also generation-only and neither)
+    and the Markdown and HTML reports.
+    """
     ref = stats.get("reference", stats)
-    return {
-        "items": str(stats["items"]),
-        "MC acc": f"{_share(ref['mc_correct'], ref['items'])} → {_share(stats['mc_correct'], stats['items'])}",
-        "gen acc": f"{_share(ref['gen_correct'], ref['items'])} → {_share(stats['gen_correct'], stats['items'])}",
-        "both": f"{ref['both']} → {stats['both']}",
-        "recognition-only": f"{ref['recognition_only']} → {stats['recognition_only']}",
-        "illusion rate": f"{_rate(ref['illusion_rate'])} → {_rate(stats['illusion_rate'])}",
-        "median gold rank": f"{_rank(ref['median_gold_rank'])} → {_rank(stats['median_gold_rank'])}",
+
+    def pair(key: str, show=str) -> str:
+        return f"{show(ref[key])} {arrow} {show(stats[key])}"
+
+    def accuracy(key: str) -> str:
+        return f"{_share(ref[key], ref['items'])} {arrow} {_share(stats[key], stats['items'])}"
+
+    cells = {"items": str(stats["items"]), "MC acc": accuracy("mc_correct"), "gen acc": accuracy("gen_correct"),
+             "both": pair("both"), "recognition-only": pair("recognition_only")}
+    if every_category:
+        cells |= {"generation-only": pair("generation_only"), "neither": pair("neither")}
+    return cells | {
+        "illusion rate": pair("illusion_rate", _rate),
+        "median gold rank": pair("median_gold_rank", _rank),
         "pruning-induced": str(stats.get("pruning_induced", 0)),
         "demoted/erased": f"{stats.get('demoted', 0)}/{stats.get('erased', 0)}",  # probes run on the candidate only
     }
