@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .data import Item
+from .errors import IllusionError
 from .probe import ItemResult
 
 SCHEMA_VERSION = 1
+BUSY_SECONDS = 60  # how long to wait for another process's lock before giving up
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
@@ -51,30 +53,47 @@ class ResultStore:
         self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        """Open or create; a corrupted or foreign file is moved aside and rebuilt, never trusted."""
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            self.path.replace(aside)
-            for suffix in ("-wal", "-shm"):
-                Path(str(self.path) + suffix).unlink(missing_ok=True)
-            self.warn(f"results store {self.path} was unreadable ({exc}); moved it to {aside} and started a "
-                      "new one (results will be recomputed)")
-            return self._connect()
+        """Open or create; a corrupted or foreign file is moved aside and rebuilt, never trusted.
+
+        A busy file is not a corrupted one: xdist workers creating the store at the same moment
+        get SQLITE_BUSY from the switch to WAL, which ignores the busy timeout, so that is retried.
+        """
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.DatabaseError as exc:
+                if _busy(exc) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                if _busy(exc):
+                    raise StoreBusyError(f"results store {self.path} stayed locked for {BUSY_SECONDS} s; another "
+                                         "process holds it. Retry, or use --illusion-no-cache") from exc
+                return self._rebuild(exc)
+
+    def _rebuild(self, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        self.path.replace(aside)
+        for suffix in ("-wal", "-shm"):
+            Path(str(self.path) + suffix).unlink(missing_ok=True)
+        self.warn(f"results store {self.path} was unreadable ({exc}); moved it to {aside} and started a "
+                  "new one (results will be recomputed)")
+        return self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=60000")
-        db.executescript(_SCHEMA)
-        row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif row[0] != str(SCHEMA_VERSION):
+        db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif row[0] != str(SCHEMA_VERSION):
+                raise sqlite3.DatabaseError(f"schema version {row[0]}, expected {SCHEMA_VERSION}")
+            db.execute("SELECT count(*) FROM results").fetchone()  # fails fast on a damaged table
+        except sqlite3.DatabaseError:
             db.close()
-            raise sqlite3.DatabaseError(f"schema version {row[0]}, expected {SCHEMA_VERSION}")
-        db.execute("SELECT count(*) FROM results").fetchone()  # fails fast on a damaged table
+            raise
         return db
 
     def get(self, model: str, config: str, items: Sequence[Item]) -> dict[str, ItemResult]:
@@ -110,6 +129,16 @@ class ResultStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+class StoreBusyError(IllusionError):
+    """The store stayed locked by another process."""
+
+
+def _busy(exc: sqlite3.DatabaseError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED (another connection holds a lock), as opposed to a bad file."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc) or "busy" in str(exc)
 
 
 def _decode(data: dict) -> dict:

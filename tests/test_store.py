@@ -93,3 +93,27 @@ def test_a_writer_killed_mid_write_leaves_a_consistent_store(tmp_path):
     assert count >= 200 and count % 50 == 0  # whole batches only: each put is one transaction
     item = replace(ITEM, id="k0-7")
     assert store.get("m", "c", [item]) == {"en-k0-7": replace(RESULT, id="k0-7")}
+
+
+def _open_at_once(path: str, barrier, worker: int) -> None:
+    barrier.wait()
+    warnings: list[str] = []
+    store = ResultStore(path, warn=warnings.append)
+    item = replace(ITEM, id=f"o{worker}")
+    store.put("m", "c", [(item, replace(RESULT, id=item.id))])
+    raise SystemExit(3 if warnings else 0)  # a warning here means a healthy store was moved aside
+
+
+def test_workers_creating_the_store_at_once_all_use_it(tmp_path):
+    """xdist workers open a fresh store at the same moment: a busy lock is not corruption."""
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(4):
+        path = str(tmp_path / f"r{attempt}.sqlite3")
+        barrier = context.Barrier(4)
+        workers = [context.Process(target=_open_at_once, args=(path, barrier, w)) for w in range(4)]
+        for proc in workers:
+            proc.start()
+        for proc in workers:
+            proc.join(timeout=120)
+        assert [proc.exitcode for proc in workers] == [0, 0, 0, 0]
+        assert ResultStore(path).info()["results"] == 4 and not list(tmp_path.glob("*.corrupt-*"))
