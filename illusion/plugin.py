@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +54,8 @@ OUTCOMES_KEY = pytest.StashKey[dict]()
 UNUSED_KEY = pytest.StashKey[list]()
 CONFIG_KEY = pytest.StashKey["RunConfig"]()
 ERROR_KEY = pytest.StashKey[str]()
+RUN_DIR_KEY = pytest.StashKey[str]()
+RUN_DIR_INPUT = "illusion_run_dir"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -141,15 +144,40 @@ def _split_list(text: str | None) -> tuple[str, ...] | None:
 def _session(config: pytest.Config):
     """Create the run state on first use (so plain test runs never pay for it)."""
     if SESSION_KEY not in config.stash:
-        from .session import IllusionSession
+        from .session import IllusionSession, WorkerShare
 
-        run = config.stash[CONFIG_KEY]
+        run, share, worker = config.stash[CONFIG_KEY], None, None
         if hasattr(config, "workerinput"):
-            _share_cores(int(config.workerinput.get("workercount", 1)))
-            run = _own_gpu(run, config.workerinput.get("workerid", "gw0"))
-        config.stash[SESSION_KEY] = IllusionSession(
-            run, progress=lambda msg: _say(config, msg), scoped=hasattr(config, "workerinput"))
+            worker = config.workerinput.get("workerid", "gw0")
+            workers = int(config.workerinput.get("workercount", 1))
+            _share_cores(workers)
+            run = _own_gpu(run, worker)
+            if config.workerinput.get(RUN_DIR_INPUT):
+                share = WorkerShare(run_dir=Path(config.workerinput[RUN_DIR_INPUT]), workers=workers,
+                                    index=int(worker.removeprefix("gw") or 0))
+        config.stash[SESSION_KEY] = IllusionSession(run, progress=lambda msg: _say(config, msg, worker), share=share)
     return config.stash[SESSION_KEY]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """On the xdist controller: give the workers of this run one directory to share work through
+    (block locks, and the results exchange under --illusion-no-cache). Removed when the run ends."""
+    if not getattr(node.gateway.spec, "popen", False):
+        return  # a remote worker cannot see this machine's files: it computes every item it needs itself
+    config = node.config
+    if RUN_DIR_KEY not in config.stash:
+        import tempfile
+
+        config.stash[RUN_DIR_KEY] = tempfile.mkdtemp(prefix="illusion-run-")
+    node.workerinput[RUN_DIR_INPUT] = config.stash[RUN_DIR_KEY]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if RUN_DIR_KEY in config.stash:
+        import shutil
+
+        shutil.rmtree(config.stash[RUN_DIR_KEY], ignore_errors=True)
 
 
 def _share_cores(workers: int) -> None:
@@ -176,10 +204,10 @@ def _own_gpu(run, worker_id: str):
     return dataclasses.replace(run, device=device) if device != run.device else run
 
 
-def _say(config: pytest.Config, message: str) -> None:
-    """Progress on slow steps, shown even while pytest captures output."""
+def _say(config: pytest.Config, message: str, worker: str | None = None) -> None:
+    """Progress on slow steps, shown even while pytest captures output (and by which xdist worker)."""
     capture = config.pluginmanager.getplugin("capturemanager")
-    line = f"[illusion] {message}"
+    line = f"[illusion{' ' + worker if worker else ''}] {message}"
     if capture is None:
         print(line, file=sys.stderr)
         return
@@ -225,7 +253,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     chosen = [p["illusion_item"] for p in params if "illusion_item" in p]
     gated = {p["illusion_lang"] for p in params if "illusion_lang" in p}
     if chosen or gated:
-        _session(config).set_collected(list({item.key: item for item in chosen}.values()), sorted(gated))
+        session = _session(config)
+        chosen += [item for item in session.items if item.lang in gated]  # a gate needs its whole language
+        session.set_collected(list({item.key: item for item in chosen}.values()))
 
 
 @pytest.fixture
@@ -489,35 +519,3 @@ def check_consistency(verdict, item) -> None:
 
 ITEM_NODE = re.compile(r"::test_(mc_implies_generation|gold_rank)\[(?P<lang>[^\]-]+)-(?P<id>[^\]]+)\]$")
 GATE_NODE = re.compile(r"::test_language_gate\[(?P<lang>[^\]]+)\]$")
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """Under ``-n N`` with the default ``--dist load``: send each item block to one worker.
-
-    All tests of an item, and the items of one block (a language slice), run on the same worker,
-    so each worker computes exactly the items it runs, in batches. A language whose gate test is
-    collected is one block: the gate needs all its items, and they are computed once, there.
-    """
-    if config.getvalue("dist") != "load":
-        return None  # respect an explicit --dist choice
-    from xdist.scheduler import LoadScopeScheduling
-
-    from .session import scope_of
-
-    class ItemBlockScheduling(LoadScopeScheduling):
-        _gated: set[str] | None = None
-
-        def _split_scope(self, nodeid: str) -> str:
-            if self._gated is None:
-                self._gated = {m["lang"] for m in map(GATE_NODE.search, self.collection or []) if m}
-            gate = GATE_NODE.search(nodeid)
-            if gate:
-                return f"illusion:{scope_of(gate['lang'], '', whole_language=True)}"
-            match = ITEM_NODE.search(nodeid)
-            if not match:
-                return nodeid
-            lang = match["lang"]
-            return f"illusion:{scope_of(lang, match['id'], whole_language=lang in self._gated)}"
-
-    return ItemBlockScheduling(config, log)

@@ -1,13 +1,15 @@
 """Run state for one pytest process: which items were collected, and their results on demand.
 
-Models load lazily, the first time a result is needed, and only for the items this process
-runs: the whole collection without xdist, one scope (a language block) at a time on an xdist
-worker. A candidate identical to the reference is probed once and used for both sides.
+Models load lazily, the first time a result is needed. Without xdist, every collected item is
+computed in one batched pass. xdist workers share the work through a directory of the run
+(:class:`WorkerShare`), whatever pytest-xdist sends each of them: each step (probing, then the
+recovery probes) is cut into the same blocks by every worker and claimed under file locks, so
+every block is computed exactly once, and results reach the worker whose tests need them through
+the results store. A candidate identical to the reference is probed once and used for both sides.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -15,11 +17,10 @@ from typing import Callable, Sequence
 
 from .data import Item, exemplar_for, load_exemplars, load_items
 from .models import LoadedModel, cache_root, fingerprint, load_model, parse_spec
-from .probe import ItemResult, ProbeConfig, probe, recover
+from .probe import ItemResult, ProbeConfig, probe, recover, recovery_chunks
 from .verdict import ItemVerdict
 
 Progress = Callable[[str], None]
-SCOPES_PER_LANG = 4  # xdist scopes per language: enough blocks to balance two to eight workers
 
 
 @dataclass(frozen=True)
@@ -86,26 +87,43 @@ class RunConfig:
         }
 
 
-def scope_of(lang: str, item_id: str, *, whole_language: bool = False) -> str:
-    """The xdist scope of an item: its language plus a stable block number, or the whole
-    language when its gate test runs (the gate needs every item of the language)."""
-    return lang if whole_language else f"{lang}/{zlib.crc32(item_id.encode()) % SCOPES_PER_LANG}"
+@dataclass(frozen=True)
+class WorkerShare:
+    """An xdist worker's view of the run: the directory all workers of this run see (block locks,
+    and the results exchange under --illusion-no-cache), and how many workers there are."""
+
+    run_dir: Path
+    workers: int
+    index: int = 0  # this worker's number: it starts claiming at its own block
+
+
+def work_blocks(items: Sequence[Item], *, workers: int) -> list[list[Item]]:
+    """One block of work per worker: every ``workers``-th item, so each block holds the same mix
+    of languages (and so of prompt lengths and, roughly, of recovery probes to run).
+
+    Blocks are as large as they can be because batching is where the speed is: one decoding step
+    streams every weight whether it serves 8 rows or 64 (measured on one thread: probing blocks
+    of 8 items cost 2.7 times as much per item as blocks of 45).
+    """
+    return [list(items[start::workers]) for start in range(min(workers, len(items)))]
 
 
 class IllusionSession:
     """Items, models and results for one process."""
 
-    def __init__(self, config: RunConfig, *, progress: Progress | None = None, scoped: bool = False):
+    def __init__(self, config: RunConfig, *, progress: Progress | None = None, share: WorkerShare | None = None):
         self.config = config
         self.progress = progress or (lambda _msg: None)
-        self.scoped = scoped  # on an xdist worker: compute one scope at a time
+        self.share = share  # on an xdist worker: claim blocks of work with the other workers
         self._items: list[Item] | None = None
         self._collected: dict[str, Item] = {}
-        self._gated: set[str] = set()
+        self._blocks: list[list[Item]] | None = None
+        # candidate: final results (with recovery); _probed: the candidate's before recovery
         self._results: dict[str, dict[str, ItemResult]] = {"candidate": {}, "reference": {}}
+        self._probed: dict[str, ItemResult] = {}
         self._models: dict[str, LoadedModel] = {}
         self._store = None
-        self._keys: dict[str, tuple[str, str]] = {}
+        self._keys: dict[tuple[str, bool], tuple[str, str]] = {}
 
     @property
     def items(self) -> list[Item]:
@@ -116,95 +134,161 @@ class IllusionSession:
                                      note=self.progress)
         return self._items
 
-    def set_collected(self, items: Sequence[Item], gated_langs: Sequence[str] = ()) -> None:
-        """Exactly the items this run will test (after -k, deselection), and the languages whose
-        gate test runs (their items form one xdist scope)."""
+    def set_collected(self, items: Sequence[Item]) -> None:
+        """Exactly the items this run needs: those its tests use after -k and deselection, and every
+        item of a language whose gate test runs."""
         self._collected = {item.key: item for item in items}
-        self._gated = set(gated_langs)
-
-    def scope(self, item: Item) -> str:
-        return scope_of(item.lang, item.id, whole_language=item.lang in self._gated)
+        self._blocks = None
 
     def verdict(self, item: Item) -> ItemVerdict:
-        """The paired result of one item, computing its batch on first need."""
-        if item.key not in self._results["candidate"]:
-            self._compute(self._pending_for(item))
-        candidate = self._results["candidate"][item.key]
-        reference = self._results["reference"][item.key]
-        return ItemVerdict(candidate=candidate, reference=reference)
+        """The paired result of one item, computing it (and its batch) on first need."""
+        return self.verdicts([item])[0]
 
     def verdicts(self, items: Sequence[Item]) -> list[ItemVerdict]:
-        """Paired results of many items (a language gate), computing the missing ones in one go."""
-        missing = [it for it in items if it.key not in self._results["candidate"]]
-        if missing:
-            self._compute(missing)
-        return [self.verdict(it) for it in items]
+        """Paired results of items (one, or a language for its gate), computing the missing ones."""
+        final = self._results["candidate"]
+        missing = [it for it in items if it.key not in final]
+        if missing and self.share is not None:
+            self._share_work()
+        if any(it.key not in final for it in missing):  # one process: everything collected in one pass
+            pool = {it.key: it for it in [*self._collected.values(), *missing]}
+            self._compute([it for it in pool.values() if it.key not in final])
+        reference = final if self.config.candidate_is_reference else self._results["reference"]
+        return [ItemVerdict(candidate=final[it.key], reference=reference[it.key]) for it in items]
 
-    def _pending_for(self, item: Item) -> list[Item]:
-        pool = list(self._collected.values()) or [item]
-        if item.key not in self._collected:
-            pool.append(item)
-        if self.scoped:
-            scope = self.scope(item)
-            pool = [it for it in pool if self.scope(it) == scope]
-        return [it for it in pool if it.key not in self._results["candidate"]]
+    def _compute(self, items: list[Item], *, quiet_reads: bool = False) -> None:
+        """Results of ``items`` on both sides, read from the store where present, else computed and
+        stored. Two steps that xdist workers split separately: probing, then recovery."""
+        self._probe(items, quiet_reads=quiet_reads)
+        self._recover(items, quiet_reads=quiet_reads)
 
-    def _compute(self, items: list[Item]) -> None:
-        """Results for ``items`` on both sides: from the store where present, else probed and stored."""
-        sides = ("candidate",) if self.config.candidate_is_reference else ("reference", "candidate")
-        for side in sides:
-            model_key, config_key = self._store_keys(side)
-            cached = self.store.get(model_key, config_key, items) if self.store else {}
-            self._results[side].update(cached)
-            missing = [it for it in items if it.key not in cached]
-            if cached:
-                self.progress(f"{side}: {len(cached)} results from the store, {len(missing)} to compute")
-            if not missing:
-                continue
-            loaded = self._model(side)
-            self.progress(f"probing {len(missing)} items on the {side} ({loaded.spec.raw})")
-            results = probe(loaded, missing, self.config.probe_config,
-                            progress=lambda msg, side=side: self.progress(f"{side}: {msg}"))
-            self._results[side].update({r.key: r for r in results})
-            if side == "candidate":
-                self._recover(missing)
-            if self.store:
-                self.store.put(model_key, config_key, [(it, self._results[side][it.key]) for it in missing])
-        if self.config.candidate_is_reference:
-            self._results["reference"].update({k: self._results["candidate"][k] for k in (i.key for i in items)})
+    def _share_work(self) -> None:
+        """On an xdist worker, once: split the collected items with the other workers.
 
-    def _recover(self, items: list[Item]) -> None:
+        Two steps, each cut the same way by every worker and claimed under file locks: probing
+        (one block per worker), then the recovery probes of the recognition-only items, which are
+        only known once every block is probed, and cost about as much again. Recovery goes in
+        chunks that any worker takes when free, so the workers finish together.
+        """
+        if self._blocks is not None:
+            return
+        assert self.share is not None
+        workers = self.share.workers
+        ordered = [it for it in self.items if it.key in self._collected]
+        ordered += [it for it in self._collected.values() if it not in ordered]
+        self._blocks = work_blocks(ordered, workers=workers)
+        self._run_locked("probe", self._blocks, self._probe, start=self.share.index)
+        final = self._results["candidate"]
+        pending = [it for it in ordered if (final.get(it.key) or self._probed[it.key]).recognition_only]
+        chunks, start = [], 0
+        for b, block in enumerate(work_blocks(pending, workers=workers)):
+            start = len(chunks) if b == self.share.index else start
+            chunks += recovery_chunks(block, self.config.batch_size)
+        self._run_locked("recover", chunks, self._recover, start=start)
+
+    def _run_locked(self, step: str, blocks: list[list[Item]], work: Callable[..., None], *, start: int) -> None:
+        """Run ``work`` on every block of ``step`` not claimed by another worker (from ``start``,
+        this worker's own), then wait for the claimed ones and read them. ``work`` reads what is
+        stored and computes the rest, so running it on a finished block just reads."""
+        from filelock import FileLock, Timeout
+
+        assert self.share is not None
+        order = [(start + i) % len(blocks) for i in range(len(blocks))]
+        for wait in (False, True):
+            for index in order:
+                lock = FileLock(str(self.share.run_dir / f"{step}-{index}.lock"))
+                try:
+                    lock.acquire(timeout=-1 if wait else 0)
+                except Timeout:
+                    continue  # another worker is on it
+                try:
+                    work(blocks[index], quiet_reads=True)
+                finally:
+                    lock.release()
+
+    def _probe(self, items: list[Item], *, quiet_reads: bool = False) -> None:
+        """The reference's results, and the candidate's before recovery: final at once for items
+        that are not recognition-only, the others wait in ``_probed`` for ``_recover``."""
+        final = self._results["candidate"]
+        if not self.config.candidate_is_reference:
+            self._fill(self._results["reference"], "reference", items, quiet_reads=quiet_reads)
+        self._read(final, "candidate", [it for it in items if it.key not in final], recovered=True,
+                   quiet=quiet_reads)
+        todo = [it for it in items if it.key not in final]
+        self._fill(self._probed, "candidate", todo, quiet_reads=quiet_reads)
+        self._keep(final, {it.key: self._probed[it.key] for it in todo
+                           if not self._probed[it.key].recognition_only}, todo)
+
+    def _recover(self, items: list[Item], *, quiet_reads: bool = False) -> None:
         """Recovery probes on the candidate's recognition-only items: demoted or erased."""
-        results = self._results["candidate"]
-        todo = [it for it in items if results[it.key].recognition_only]
+        final = self._results["candidate"]
+        self._read(final, "candidate", [it for it in items if it.key not in final], recovered=True,
+                   quiet=quiet_reads)
+        todo = [it for it in items if it.key not in final]
         if not todo:
             return
         exemplars = load_exemplars(sorted({it.lang for it in todo}))
         self.progress(f"recovery probes on {len(todo)} recognition-only items")
         found = recover(self._model("candidate"), [(it, exemplar_for(it, exemplars)) for it in todo],
                         self.config.probe_config, seed=self.config.seed, progress=self.progress)
-        for key, probes in found.items():
-            results[key] = replace(results[key], recovered_by=probes)
+        self._keep(final, {it.key: replace(self._probed[it.key], recovered_by=found.get(it.key, ()))
+                           for it in todo}, todo)
+
+    def _fill(self, target: dict[str, ItemResult], side: str, items: list[Item], *, quiet_reads: bool) -> None:
+        """Probe results of ``items`` on ``side`` into ``target``: read, else probed and stored."""
+        self._read(target, side, items, recovered=False, quiet=quiet_reads)
+        missing = [it for it in items if it.key not in target]
+        if not missing:
+            return
+        loaded = self._model(side)
+        self.progress(f"probing {len(missing)} items on the {side} ({loaded.spec.raw})")
+        results = probe(loaded, missing, self.config.probe_config,
+                        progress=lambda msg: self.progress(f"{side}: {msg}"))
+        self._keep(target, {r.key: r for r in results}, missing, side=side, recovered=False)
+
+    def _read(self, target: dict[str, ItemResult], side: str, items: list[Item], *, recovered: bool,
+              quiet: bool) -> None:
+        """Stored results of ``items`` into ``target`` (nothing without a store)."""
+        if not items or self.store is None:
+            return
+        found = self.store.get(*self._store_keys(side, recovered=recovered), items)
+        target.update(found)
+        if found and not quiet:
+            what = side if side == "reference" or recovered else "candidate (before recovery)"
+            self.progress(f"{what}: {len(found)} results from the store, {len(items) - len(found)} to compute")
+
+    def _keep(self, target: dict[str, ItemResult], results: dict[str, ItemResult], items: list[Item], *,
+              side: str = "candidate", recovered: bool = True) -> None:
+        """Results into ``target`` and, for those of ``items`` they cover, into the store."""
+        target.update(results)
+        rows = [(it, results[it.key]) for it in items if it.key in results]
+        if rows and self.store is not None:
+            self.store.put(*self._store_keys(side, recovered=recovered), rows)
 
     @property
     def store(self):
-        """The results store, opened on first use; None with --illusion-no-cache."""
-        if self._store is None and self.config.use_store:
+        """The results store, opened on first use. With --illusion-no-cache: none, or on an xdist
+        worker this run's own exchange, which starts empty (so everything is still recomputed)."""
+        if self._store is None:
             from .store import ResultStore
 
-            self._store = ResultStore(cache_root() / "results.sqlite3", warn=self.progress)
+            if self.config.use_store:
+                self._store = ResultStore(cache_root() / "results.sqlite3", warn=self.progress)
+            elif self.share is not None:
+                self._store = ResultStore(self.share.run_dir / "results.sqlite3", warn=self.progress)
         return self._store
 
-    def _store_keys(self, side: str) -> tuple[str, str]:
+    def _store_keys(self, side: str, *, recovered: bool) -> tuple[str, str]:
         """(model fingerprint, config hash), both known without loading or pruning anything.
 
-        Computed once per side: they hash checkpoint files, and xdist workers ask per block.
+        Computed once per record kind: they hash checkpoint files. The candidate has two kinds:
+        probed only (shared between xdist workers before recovery), and final, with recovery.
         """
-        if side not in self._keys:
-            self._keys[side] = self._compute_store_keys(side)
-        return self._keys[side]
+        if (side, recovered) not in self._keys:
+            self._keys[side, recovered] = self._compute_store_keys(side, recovered)
+        return self._keys[side, recovered]
 
-    def _compute_store_keys(self, side: str) -> tuple[str, str]:
+    def _compute_store_keys(self, side: str, recovered: bool) -> tuple[str, str]:
         from .probe import RECOVERY_VERSION
         from .store import config_hash
 
@@ -213,9 +297,7 @@ class IllusionSession:
         else:
             model_key = fingerprint(parse_spec(self.config.model if side == "candidate" else self.config.reference_spec))
         device, dtype = self._device_dtype
-        # Recovery probes run on the candidate only, so its results are a different record.
-        probe_key = {**self.config.probe_config.key(),
-                     "recovery_probes": RECOVERY_VERSION if side == "candidate" else False}
+        probe_key = {**self.config.probe_config.key(), "recovery_probes": RECOVERY_VERSION if recovered else False}
         return model_key, config_hash(probe_key, dtype=dtype, device=device, seed=self.config.seed)
 
     @cached_property

@@ -215,16 +215,30 @@ def test_bad_prune_recipe_is_a_usage_error(suite):
     assert "--illusion-prune 'wanda:1.5': sparsity must be in (0, 1)" in result.stderr.str()
 
 
-def test_xdist_scopes_keep_an_item_on_one_worker():
-    from illusion.plugin import ITEM_NODE
-    from illusion.session import scope_of
-
-    consistency = ITEM_NODE.search("illusion_tests/test_consistency.py::test_mc_implies_generation[fr-q001]")
-    rank = ITEM_NODE.search("illusion_tests/test_gold_rank.py::test_gold_rank[fr-q001]")
-    assert (consistency["lang"], consistency["id"]) == (rank["lang"], rank["id"]) == ("fr", "q001")
-    assert ITEM_NODE.search("tests/test_other.py::test_x[a]") is None
-    scopes = {scope_of("en", f"q{i:03d}") for i in range(200)}
-    assert len(scopes) > 1 and all(s.startswith("en/") for s in scopes)  # blocks balance the workers
+def test_xdist_workers_compute_each_item_once_and_clean_up(suite, pytester, world, monkeypatch):
+    """24 items in three blocks: every item is probed exactly once over both workers, results reach
+    the worker whose tests need them (the gate needs a whole language), and the run directory goes."""
+    rows = [json.loads(line) for lang in ("en", "fr")
+            for line in (world["data"] / f"{lang}.jsonl").read_text().splitlines()]
+    data = write_items(pytester.path / "qa24", [{**row, "id": f"{row['id']}{copy}"} for row in rows
+                                                 for copy in range(4)])
+    monkeypatch.setenv("TMPDIR", str(pytester.mkdir("tmp")))
+    suite.add("test_languages.py")
+    args = ("-rA", "--illusion-dataset", str(data), "--illusion-no-cache")
+    serial = suite(*args, subprocess=True)
+    parallel = suite(*args, "-n", "2", subprocess=True)
+    assert len(outcomes(serial)) == 24 and outcomes(parallel) == outcomes(serial)
+    assert parallel.parseoutcomes() == serial.parseoutcomes()  # the two gate tests too
+    probed = re.findall(r"\[illusion (gw\d)\] probing (\d+) items on the (reference|candidate)",
+                        parallel.stderr.str())
+    for side in ("reference", "candidate"):
+        assert sum(int(n) for _, n, s in probed if s == side) == 24, probed
+    assert not list((pytester.path / "tmp").glob("illusion-run-*"))
+    monkeypatch.setenv("ILLUSION_CACHE", str(pytester.path / "fresh-cache"))  # the store, shared by workers
+    cold = suite(*args[:-1], "-n", "2", subprocess=True)
+    warm = suite(*args[:-1], "-n", "2", subprocess=True)
+    assert outcomes(cold) == outcomes(warm) == outcomes(serial)
+    assert "loading " in cold.stderr.str() and "loading " not in warm.stderr.str()  # read, nothing loaded
 
 
 def test_warm_rerun_reads_the_store_and_loads_no_model(suite, pytester, world, monkeypatch):
