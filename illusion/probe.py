@@ -153,6 +153,33 @@ def best_rank(logits: "torch.Tensor", tokens: Sequence[int]) -> int:
     return min(token_rank(logits, t) for t in tokens)
 
 
+def best_ranks(logits: "torch.Tensor", golds: "torch.Tensor") -> "torch.Tensor":
+    """``best_rank`` for every row at once: ``logits`` [rows, vocab], ``golds`` [rows, k] holding
+    each row's gold first tokens, padded with -1.
+
+    The best rank among a row's golds is the rank of its best gold (highest logit, then lowest
+    id), so one comparison pass over the vocabulary per row suffices.
+    """
+    import torch
+
+    vocab = logits.shape[1]
+    ids = golds.clamp(min=0)
+    values = logits.gather(1, ids).masked_fill(golds < 0, -math.inf)
+    top = values.max(-1, keepdim=True).values
+    top_id = ids.masked_fill((values != top) | (golds < 0), vocab).min(-1, keepdim=True).values
+    ahead = (logits > top).sum(-1)
+    ties = ((logits == top) & (torch.arange(vocab, device=logits.device) < top_id)).sum(-1)  # lower id first
+    return ahead + ties + 1
+
+
+def pad_golds(golds: Sequence[Sequence[int]], device=None) -> "torch.Tensor":
+    """Lists of gold first tokens as one [rows, k] tensor, padded with -1 (for ``best_ranks``)."""
+    import torch
+
+    width = max(1, max((len(g) for g in golds), default=1))
+    return torch.tensor([list(g) + [-1] * (width - len(g)) for g in golds], dtype=torch.long, device=device)
+
+
 def path_rank(steps: Sequence["torch.Tensor"], tokens: Sequence[int]) -> tuple[int, int]:
     """(gold_rank, first_position_rank) along a greedy path given each step's logits."""
     ranks = [best_rank(step, tokens) for step in steps]
@@ -190,7 +217,8 @@ class Engine:
         self.head_weight = head.weight.detach().float()
         self.head_bias = None if head.bias is None else head.bias.detach().float()
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
-        self.newline = newline_mask(self.tokenizer, self.head_weight.shape[0]).to(self.device)
+        self.newline_ids = set(newline_mask(self.tokenizer, self.head_weight.shape[0]).nonzero().flatten().tolist())
+        self._has_text: dict[int, bool] = {}  # token id -> its text is not just whitespace
         self.stop_ids = _stop_ids(self.model, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
         # Wall time and token counts per phase, for benchmarks/probe_speed.py.
@@ -350,39 +378,46 @@ class Engine:
                 rows = torch.arange(len(prompts), device=self.device).repeat_interleave(repeat)
                 cache.batch_select_indices(rows)
                 mask, last = mask[rows], last[rows]
-            texts, _, _ = self._greedy([it for it in items for _ in range(repeat)], last, cache, mask, perturb=perturb)
+            texts, _, _ = self._greedy([it for it in items for _ in range(repeat)], last, cache, mask,
+                                       perturb=perturb, ranks=False)
         return [texts[i * repeat:(i + 1) * repeat] for i in range(len(prompts))]
 
-    def _greedy(self, items, last_logits, cache, mask, perturb: Callable | None = None):
-        """Greedy decoding; each row stops at its own newline/EOS and leaves the batch."""
+    def _greedy(self, items, last_logits, cache, mask, perturb: Callable | None = None, ranks: bool = True):
+        """Greedy decoding; each row stops at its own newline/EOS and leaves the batch.
+
+        Returns the answer lines and, with ``ranks``, each row's gold rank along its path and at
+        its first position (recovery probes do not need them).
+        """
         import torch
 
-        gold = [gold_first_tokens(self.tokenizer, (it.answer, *it.aliases)) for it in items]
+        golds = pad_golds([gold_first_tokens(self.tokenizer, (it.answer, *it.aliases)) for it in items],
+                          self.device) if ranks else None
         tokens: list[list[int]] = [[] for _ in items]
-        ranks = [math.inf] * len(items)
+        best = [math.inf] * len(items)
         firsts = [0] * len(items)
         active = list(range(len(items)))
         has_text = [False] * len(items)
         logits = last_logits
         for step in range(self.config.max_new_tokens):
             chosen = (perturb(logits, active) if perturb else logits).argmax(-1)
+            step_ranks = best_ranks(logits, golds).tolist() if golds is not None else None
             keep = []
-            for row, index in enumerate(active):
-                rank = best_rank(logits[row], gold[index])
-                ranks[index] = min(ranks[index], rank)
-                if step == 0:
-                    firsts[index] = rank
-                token = int(chosen[row])
+            for row, (index, token) in enumerate(zip(active, chosen.tolist())):
+                if step_ranks is not None:
+                    best[index] = min(best[index], step_ranks[row])
+                    if step == 0:
+                        firsts[index] = step_ranks[row]
                 tokens[index].append(token)
-                text = self.tokenizer.decode([token])
-                stop = token in self.stop_ids or (bool(self.newline[token]) and (has_text[index] or text.strip()))
-                has_text[index] = has_text[index] or bool(text.strip())
+                text = self._token_has_text(token)
+                stop = token in self.stop_ids or (token in self.newline_ids and (has_text[index] or text))
+                has_text[index] = has_text[index] or text
                 if not stop:
                     keep.append(row)
             if not keep or step + 1 == self.config.max_new_tokens:
                 break
             rows = torch.tensor(keep, device=self.device)
             active = [active[r] for r in keep]
+            golds = golds[rows] if golds is not None else None
             cache.batch_select_indices(rows)
             mask = torch.cat([mask[rows], torch.ones(len(keep), 1, dtype=mask.dtype, device=self.device)], dim=1)
             positions = mask.sum(-1, keepdim=True) - 1
@@ -391,7 +426,13 @@ class Engine:
             logits = self.logits(out.last_hidden_state[:, -1])
         self.stats["generated_tokens"] += sum(len(t) for t in tokens)
         texts = [_answer_line(self.tokenizer.decode(t, skip_special_tokens=True)) for t in tokens]
-        return texts, [int(r) for r in ranks], firsts
+        return texts, ([int(r) for r in best] if ranks else []), (firsts if ranks else [])
+
+    def _token_has_text(self, token: int) -> bool:
+        """Whether a token decodes to more than whitespace (memoised: asked per row and step)."""
+        if token not in self._has_text:
+            self._has_text[token] = bool(self.tokenizer.decode([token]).strip())
+        return self._has_text[token]
 
 
 def _answer_line(text: str) -> str:

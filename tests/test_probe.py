@@ -134,3 +134,13 @@ def test_gumbel_sampler_draws_from_the_tempered_softmax_with_per_row_noise():
     alone = _GumbelSampler([7], 0.7).perturb(logits[None], [0])
     among = _GumbelSampler([3, 7, 9], 0.7).perturb(logits.expand(3, 4), [0, 1, 2])[1]
     assert torch.equal(alone[0], among)
+
+
+@given(st.lists(st.lists(st.integers(-3, 3), min_size=6, max_size=6), min_size=1, max_size=5), st.data())
+def test_best_ranks_of_a_batch_equal_best_rank_row_by_row(rows, data):
+    """Small integer logits make ties common: the batched ranks must break them like token_rank."""
+    from illusion.probe import best_ranks, pad_golds
+
+    logits = torch.tensor(rows, dtype=torch.float32)
+    golds = [data.draw(st.lists(st.integers(0, 5), min_size=1, max_size=4, unique=True)) for _ in rows]
+    assert best_ranks(logits, pad_golds(golds)).tolist() == [best_rank(logits[i], g) for i, g in enumerate(golds)]
