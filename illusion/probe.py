@@ -382,6 +382,71 @@ class Engine:
                                        perturb=perturb, ranks=False)
         return [texts[i * repeat:(i + 1) * repeat] for i in range(len(prompts))]
 
+    def beam_search(self, prompts: Sequence[str], beams: int) -> list[list[str]]:
+        """The answer lines of all ``beams`` returned beams of each prompt.
+
+        transformers' beam search (``generate`` with num_beams = num_return_sequences = beams,
+        length penalty 1, early_stopping False, the stop tokens as EOS), step for step, on the
+        engine: each prompt is computed once and its cache copied to its beams, where
+        ``generate`` computes every prompt once per beam.
+        """
+        import torch
+
+        dev, steps, k = self.device, self.config.max_new_tokens, beams
+        encoded = [encode_prompt(self.tokenizer, p, self.fmt) for p in prompts]
+        b = len(encoded)
+        with torch.inference_mode():
+            out, mask = self._prompt_forward(encoded)
+            rows = torch.arange(b, device=dev).repeat_interleave(k)
+            logits = self.logits(out.last_hidden_state[:, -1])[rows]
+            cache = out.cache
+            cache.batch_select_indices(rows)
+            mask = mask[rows]
+            vocab = logits.shape[-1]
+            stops = torch.tensor(sorted(self.stop_ids), dtype=torch.long, device=dev)
+            keep = max(2, 1 + len(stops)) * k  # enough candidates that k can go on after stops
+            fill = self.pad_id if self.pad_id is not None else int(stops[0])
+            run_seq = torch.full((b, k, steps), fill, dtype=torch.long, device=dev)
+            run_score = torch.zeros((b, k), device=dev)
+            run_score[:, 1:] = -1e9  # step 0 expands the first beam only (all k are the same prompt)
+            fin_seq, fin_len = run_seq.clone(), torch.zeros((b, k), dtype=torch.long, device=dev)
+            fin_score = torch.full((b, k), -1e9, device=dev)
+            finished = torch.zeros((b, k), dtype=torch.bool, device=dev)
+            improvable = torch.ones((b, 1), dtype=torch.bool, device=dev)
+            for step in range(steps):
+                scores = (torch.log_softmax(logits, -1).view(b, k, vocab) + run_score[..., None]).view(b, -1)
+                top_score, top_index = torch.topk(scores, keep)
+                parent, token = top_index // vocab, top_index % vocab
+                top_seq = run_seq.gather(1, parent[..., None].expand(-1, -1, steps)).clone()
+                top_seq[:, :, step] = token
+                hits = torch.isin(token, stops) | (step + 1 >= steps)
+                # the k best candidates that did not stop go on
+                going = top_score - hits.float() * 1e9
+                nxt = torch.topk(going, k).indices
+                run_seq, run_score = top_seq.gather(1, nxt[..., None].expand(-1, -1, steps)), going.gather(1, nxt)
+                # candidates among the top k that stopped compete for the k finished slots
+                done = hits & (torch.arange(keep, device=dev) < k)
+                candidate = top_score / (step + 1) - (~improvable).float() * 1e9 - (~done).float() * 1e9
+                merged = torch.cat([fin_score, candidate], 1)
+                pick = torch.topk(merged, k).indices
+                fin_seq = torch.cat([fin_seq, top_seq], 1).gather(1, pick[..., None].expand(-1, -1, steps))
+                fin_len = torch.cat([fin_len, torch.full_like(candidate, step + 1, dtype=torch.long)], 1).gather(1, pick)
+                finished = torch.cat([finished, done], 1).gather(1, pick)
+                fin_score = merged.gather(1, pick)
+                worst = torch.where(finished, fin_score.min(1, keepdim=True).values, -1e9)
+                improvable &= (run_score[:, :1] / (step + 1) > worst).any(-1, keepdim=True)
+                if not improvable.any() or hits.all():
+                    break
+                flat = (parent.gather(1, nxt) + torch.arange(b, device=dev)[:, None] * k).view(-1)
+                cache.batch_select_indices(flat)
+                mask = torch.cat([mask[flat], torch.ones(b * k, 1, dtype=mask.dtype, device=dev)], dim=1)
+                out = self.body(input_ids=run_seq[:, :, step].reshape(-1, 1), attention_mask=mask,
+                                position_ids=mask.sum(-1, keepdim=True) - 1, cache=cache, use_cache=True)
+                logits = self.logits(out.last_hidden_state[:, -1])
+        self.stats["generated_tokens"] += int(fin_len.sum())
+        return [[_answer_line(self.tokenizer.decode(fin_seq[i, j, :fin_len[i, j]].tolist(), skip_special_tokens=True))
+                 for j in range(k)] for i in range(b)]
+
     def _greedy(self, items, last_logits, cache, mask, perturb: Callable | None = None, ranks: bool = True):
         """Greedy decoding; each row stops at its own newline/EOS and leaves the batch.
 
@@ -550,7 +615,7 @@ def recover(loaded: "LoadedModel", pairs: Sequence[tuple[Item, Item | None]], co
     for chunk in recovery_chunks(pairs, config.batch_size):
         items = [item for item, _ in chunk]
         prompts = [build_prompt(loaded.tokenizer, item.question, fmt) for item in items]
-        beams = _beam_search(loaded, prompts, fmt, config)
+        beams = engine.beam_search(prompts, BEAMS)
         sampler = _GumbelSampler([_row_seed(seed, item.key, k) for item in items for k in range(SAMPLES)], TEMPERATURE)
         samples = engine.decode(items, prompts, repeat=SAMPLES, perturb=sampler.perturb)
         for item, beam_texts, sample_texts in zip(items, beams, samples):
@@ -592,21 +657,6 @@ def _row_seed(seed: int, key: str, sample: int) -> int:
     import zlib
 
     return (seed * 1_000_003 + zlib.crc32(f"{key}#{sample}".encode())) % 2**63
-
-
-def _beam_search(loaded: "LoadedModel", prompts: Sequence[str], fmt: str, config: ProbeConfig) -> list[list[str]]:
-    """Left-padded batched beam search with ``generate``; for each prompt, the answer lines of all
-    its returned beams."""
-    import torch
-
-    tokenizer, model = loaded.tokenizer, loaded.model
-    ids, mask = _left_pad([encode_prompt(tokenizer, p, fmt) for p in prompts], tokenizer.pad_token_id, loaded.device)
-    with torch.inference_mode():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=config.max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(_stop_ids(model, tokenizer)),
-                             num_beams=BEAMS, num_return_sequences=BEAMS, do_sample=False)
-    texts = [_answer_line(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True)) for row in out]
-    return [texts[i * BEAMS:(i + 1) * BEAMS] for i in range(len(prompts))]
 
 
 class _GumbelSampler:

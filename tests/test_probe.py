@@ -144,3 +144,28 @@ def test_best_ranks_of_a_batch_equal_best_rank_row_by_row(rows, data):
     logits = torch.tensor(rows, dtype=torch.float32)
     golds = [data.draw(st.lists(st.integers(0, 5), min_size=1, max_size=4, unique=True)) for _ in rows]
     assert best_ranks(logits, pad_golds(golds)).tolist() == [best_rank(logits[i], g) for i, g in enumerate(golds)]
+
+
+def test_engine_beam_search_returns_the_beams_of_generate(tiny_model):
+    """The engine's beam search is transformers' algorithm on a shared prompt cache: the same
+    four beams as ``generate``, prompt by prompt. One token in eleven is made a stop token,
+    so beams end at all lengths, which exercises the finished-beam bookkeeping and the early stop."""
+    from illusion.probe import BEAMS, Engine, _answer_line, encode_prompt
+
+    tokenizer, model = tiny_model.tokenizer, tiny_model.model
+    engine = Engine(tiny_model, ProbeConfig())
+    questions = ["What is the old river?", "Quel est le nom de la vieille ville ?", "river stone?",
+                 "What is the name of the old city, the one by the river with the stone bridge?", "Who?"]
+    prompts = [build_prompt(tokenizer, q, "chat") for q in questions]
+    engine.stop_ids = set(engine.stop_ids) | set(range(5, len(tokenizer), 11))
+    expected, ended = [], 0
+    for prompt in prompts:
+        ids = torch.tensor([encode_prompt(tokenizer, prompt, "chat")])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), num_beams=BEAMS, do_sample=False,
+                             num_return_sequences=BEAMS, max_new_tokens=24, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=sorted(engine.stop_ids))
+        new = out[:, ids.shape[1]:]
+        expected.append([_answer_line(tokenizer.decode(row, skip_special_tokens=True)) for row in new])
+        ended += sum(bool(set(row[:-1].tolist()) & engine.stop_ids) for row in new)  # a stop before the end
+    assert engine.beam_search(prompts, BEAMS) == expected
+    assert 4 <= ended < 4 * len(prompts)  # some returned beams ended early, some ran to the limit
