@@ -148,14 +148,9 @@ def token_rank(logits: "torch.Tensor", token: int) -> int:
     return int(ahead) + 1
 
 
-def best_rank(logits: "torch.Tensor", tokens: Sequence[int]) -> int:
-    """Best rank among the gold first tokens at one decoding step."""
-    return min(token_rank(logits, t) for t in tokens)
-
-
 def best_ranks(logits: "torch.Tensor", golds: "torch.Tensor") -> "torch.Tensor":
-    """``best_rank`` for every row at once: ``logits`` [rows, vocab], ``golds`` [rows, k] holding
-    each row's gold first tokens, padded with -1.
+    """Each row's best ``token_rank`` among its gold first tokens, for all rows at once:
+    ``logits`` [rows, vocab], ``golds`` [rows, k] holding each row's gold first tokens, padded with -1.
 
     The best rank among a row's golds is the rank of its best gold (highest logit, then lowest
     id), so one comparison pass over the vocabulary per row suffices.
@@ -178,12 +173,6 @@ def pad_golds(golds: Sequence[Sequence[int]], device=None) -> "torch.Tensor":
 
     width = max(1, max((len(g) for g in golds), default=1))
     return torch.tensor([list(g) + [-1] * (width - len(g)) for g in golds], dtype=torch.long, device=device)
-
-
-def path_rank(steps: Sequence["torch.Tensor"], tokens: Sequence[int]) -> tuple[int, int]:
-    """(gold_rank, first_position_rank) along a greedy path given each step's logits."""
-    ranks = [best_rank(step, tokens) for step in steps]
-    return min(ranks), ranks[0]
 
 
 def newline_mask(tokenizer, vocab_size: int) -> "torch.Tensor":

@@ -175,7 +175,8 @@ class IllusionSession:
         assert self.share is not None
         workers = self.share.workers
         ordered = [it for it in self.items if it.key in self._collected]
-        ordered += [it for it in self._collected.values() if it not in ordered]
+        listed = {it.key for it in ordered}
+        ordered += [it for it in self._collected.values() if it.key not in listed]
         self._blocks = work_blocks(ordered, workers=workers)
         self._run_locked("probe", self._blocks, self._probe, start=self.share.index)
         final = self._results["candidate"]

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from illusion.data import Item
-from illusion.probe import (ProbeConfig, best_rank, build_prompt, continuation_ids, encode_prompt, path_rank,
+from illusion.probe import (ProbeConfig, best_ranks, build_prompt, continuation_ids, encode_prompt, pad_golds,
                             probe, token_rank)
 from tiny import WORDS
 
@@ -81,9 +81,10 @@ def test_gold_rank_on_hand_built_step_scores():
     steps = [torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.0]),   # token 2 is 3rd, token 4 is 5th
              torch.tensor([0.0, 1.0, 2.0, 9.0, 8.0, 7.0]),   # token 4 is 2nd
              torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])]   # all tied: ties go to the lower id, token 2 is 3rd
-    assert [best_rank(s, [2, 4]) for s in steps] == [3, 2, 3]
-    assert path_rank(steps, [2, 4]) == (2, 3)
-    assert path_rank([torch.tensor([0.0, 0.0, 7.0])], [2]) == (1, 1)
+    ranks = best_ranks(torch.stack(steps), pad_golds([[2, 4]] * 3)).tolist()
+    assert ranks == [3, 2, 3]
+    assert (min(ranks), ranks[0]) == (2, 3)  # gold rank along the path, and at its first position
+    assert best_ranks(torch.tensor([[0.0, 0.0, 7.0]]), pad_golds([[2]])).tolist() == [1]
 
 
 @given(st.lists(st.floats(-50, 50, allow_nan=False, width=32), min_size=2, max_size=40), st.data())
@@ -137,13 +138,12 @@ def test_gumbel_sampler_draws_from_the_tempered_softmax_with_per_row_noise():
 
 
 @given(st.lists(st.lists(st.integers(-3, 3), min_size=6, max_size=6), min_size=1, max_size=5), st.data())
-def test_best_ranks_of_a_batch_equal_best_rank_row_by_row(rows, data):
+def test_best_ranks_of_a_batch_equal_the_best_token_rank_row_by_row(rows, data):
     """Small integer logits make ties common: the batched ranks must break them like token_rank."""
-    from illusion.probe import best_ranks, pad_golds
-
     logits = torch.tensor(rows, dtype=torch.float32)
     golds = [data.draw(st.lists(st.integers(0, 5), min_size=1, max_size=4, unique=True)) for _ in rows]
-    assert best_ranks(logits, pad_golds(golds)).tolist() == [best_rank(logits[i], g) for i, g in enumerate(golds)]
+    assert best_ranks(logits, pad_golds(golds)).tolist() == [min(token_rank(logits[i], t) for t in g)
+                                                             for i, g in enumerate(golds)]
 
 
 def test_engine_beam_search_returns_the_beams_of_generate(tiny_model):
