@@ -77,7 +77,7 @@ def run_prune(args: argparse.Namespace) -> int:
     calibration = CalibrationConfig(samples=args.calibration_samples, seqlen=args.calibration_seqlen,
                                     seed=args.seed, **langs)
     stats = prune_checkpoint(parse_spec(args.model), recipe, calibration, args.out, device=args.device,
-                             trust_remote_code=args.trust_remote_code,
+                             trust_remote_code=args.trust_remote_code, force=args.force,
                              progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(f"{args.out}: {recipe.spec}, {stats.total:.2%} zeros over {len(stats.layers)} linear layers")
     return 0
@@ -149,7 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     amount = prune.add_mutually_exclusive_group(required=True)
     amount.add_argument("--sparsity", help="unstructured fraction of zeros per row, e.g. 0.5")
     amount.add_argument("--nm", help="semi-structured N:M, e.g. 2:4 (N zeros in every M inputs)")
-    prune.add_argument("--out", required=True, type=Path, help="directory to write the checkpoint to")
+    prune.add_argument("--out", required=True, type=Path,
+                       help="directory to write the checkpoint to: new, empty, or written by this command before")
+    prune.add_argument("--force", action="store_true",
+                       help="write into a non-empty --out this command did not write (only the checkpoint's own "
+                            "files are replaced; other files are kept)")
     prune.add_argument("--calibration-langs", default="", help="e.g. fr,de (default: all shipped languages)")
     prune.add_argument("--calibration-samples", type=int, default=64)
     prune.add_argument("--calibration-seqlen", type=int, default=256)

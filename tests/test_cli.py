@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tiny import item, write_items
 
@@ -63,6 +65,76 @@ def test_prune_rejects_bad_amounts_with_valid_forms(tiny_dir, tmp_path):
     assert result.returncode == 2
     assert "--sparsity 'wanda:1.5': sparsity must be in (0, 1)" in result.stderr
     assert "valid forms" in result.stderr
+
+
+def prune_into(model: Path, out: Path, *extra: str, sparsity: str = "0.5") -> subprocess.CompletedProcess:
+    return run("prune", "--model", str(model), "--method", "magnitude", "--sparsity", sparsity, "--out", str(out),
+               "--device", "cpu", *extra)
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` by relative path, with its bytes."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+
+def unrelated_files(directory: Path) -> dict[str, bytes]:
+    """A user's files that happen to share the directory ``--out`` names."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "notes.txt").write_text("my notes")
+    (directory / "other-model").mkdir()
+    (directory / "other-model" / "model.safetensors").write_bytes(bytes(range(256)))
+    return tree(directory)
+
+
+def zeros(directory: Path) -> float:
+    from transformers import AutoModelForCausalLM
+
+    weight = AutoModelForCausalLM.from_pretrained(directory).model.layers[0].mlp.up_proj.weight
+    return float((weight == 0).float().mean())
+
+
+def test_prune_refuses_a_non_empty_out_it_did_not_write(tiny_dir, tmp_path):
+    out = tmp_path / "models"
+    before = unrelated_files(out)
+    result = prune_into(tiny_dir, out)
+    assert result.returncode == 2, result.stderr
+    assert f"--out {str(out)!r}" in result.stderr and "--force" in result.stderr
+    assert "Traceback" not in result.stderr and "loading" not in result.stderr  # refused before any work
+    assert tree(out) == before
+
+
+def test_prune_force_and_rerun_replace_only_the_checkpoint_files(tiny_dir, tmp_path):
+    out = tmp_path / "models"
+    before = unrelated_files(out)
+    (out / "config.json").write_text("{}")  # a file of the same name as one the checkpoint writes
+    result = prune_into(tiny_dir, out, "--force")
+    assert result.returncode == 0, result.stderr
+    assert {name: tree(out)[name] for name in before} == before  # byte-identical
+    marker = json.loads((out / "illusion-prune.json").read_text())
+    assert marker["recipe"] == "magnitude:0.5" and "config.json" in marker["files"]
+    assert not set(marker["files"]) & set(before) and "other-model" not in marker["files"]
+    assert zeros(out) == 0.5
+
+    # An earlier run wrote a shard this one does not: the rerun removes it (it wrote it), no --force needed.
+    (out / "model-00002-of-00002.safetensors").write_bytes(b"stale shard")
+    marker["files"].append("model-00002-of-00002.safetensors")
+    (out / "illusion-prune.json").write_text(json.dumps(marker))
+    result = prune_into(tiny_dir, out, sparsity="0.25")
+    assert result.returncode == 0, result.stderr
+    assert {name: tree(out)[name] for name in before} == before
+    assert not (out / "model-00002-of-00002.safetensors").exists()
+    assert zeros(out) == 0.25
+    assert json.loads((out / "illusion-prune.json").read_text())["recipe"] == "magnitude:0.25"
+    assert sorted(p.name for p in out.iterdir()) == sorted({*json.loads((out / "illusion-prune.json").read_text())[
+        "files"], "illusion-prune.json", "notes.txt", "other-model"})  # no staging left behind
+
+
+def test_prune_into_an_empty_directory_needs_no_force(tiny_dir, tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    result = prune_into(tiny_dir, out)
+    assert result.returncode == 0, result.stderr
+    assert zeros(out) == 0.5
 
 
 def test_cache_info_and_clear(tmp_path, monkeypatch):
