@@ -75,7 +75,7 @@ def run_prune(args: argparse.Namespace) -> int:
     recipe = parse_recipe(f"{args.method}:{amount}", option=option)
     langs = {"langs": tuple(x for x in args.calibration_langs.split(",") if x)} if args.calibration_langs else {}
     calibration = CalibrationConfig(samples=args.calibration_samples, seqlen=args.calibration_seqlen,
-                                    seed=args.seed, **langs)
+                                    seed=args.calibration_seed, **langs)
     stats = prune_checkpoint(parse_spec(args.model), recipe, calibration, args.out, device=args.device,
                              trust_remote_code=args.trust_remote_code, force=args.force,
                              progress=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -109,7 +109,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                      limit_per_lang=args.limit_per_lang, device=args.device, dtype=args.dtype,
                      batch_size=args.batch_size, seed=args.seed, trust_remote_code=args.trust_remote_code,
                      calibration_langs=codes(args.calibration_langs), calibration_samples=args.calibration_samples,
-                     calibration_seqlen=args.calibration_seqlen)
+                     calibration_seqlen=args.calibration_seqlen, calibration_seed=args.calibration_seed)
     settings = SweepSettings(base=base, method=args.method, sparsities=parse_sparsities(args.sparsities, args.method))
     written = sweep(settings, args.out, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print("wrote " + ", ".join(str(path) for path in written))
@@ -129,7 +129,8 @@ def add_sweep_parser(commands) -> None:
     sweep.add_argument("--calibration-langs", default="", help="e.g. fr,de (default: all shipped languages)")
     sweep.add_argument("--calibration-samples", type=int, default=64)
     sweep.add_argument("--calibration-seqlen", type=int, default=256)
-    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--calibration-seed", type=int, default=0, help="seed of the calibration windows")
+    sweep.add_argument("--seed", type=int, default=0, help="seed of the item subset and the sampling probes")
     sweep.add_argument("--device", default="auto")
     sweep.add_argument("--dtype", default="auto")
     sweep.add_argument("--batch-size", type=int, default=16)
@@ -157,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prune.add_argument("--calibration-langs", default="", help="e.g. fr,de (default: all shipped languages)")
     prune.add_argument("--calibration-samples", type=int, default=64)
     prune.add_argument("--calibration-seqlen", type=int, default=256)
-    prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument("--calibration-seed", "--seed", dest="calibration_seed", type=int, default=0,
+                       help="seed of the calibration windows")
     prune.add_argument("--device", default="auto")
     prune.add_argument("--trust-remote-code", action="store_true")
     prune.set_defaults(run=run_prune)

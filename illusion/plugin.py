@@ -44,6 +44,8 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "calibration-langs": (str, None, "calibration text languages for wanda/sparsegpt, e.g. fr (default: all shipped)"),
     "calibration-samples": (int, 64, "calibration windows for wanda/sparsegpt"),
     "calibration-seqlen": (int, 256, "tokens per calibration window"),
+    "calibration-seed": (int, 0, "seed for the calibration windows of wanda/sparsegpt (--illusion-seed does not "
+                                 "change the pruned model)"),
 }
 FLAGS = {"trust-remote-code": "allow model repositories to run their own code (off by default)",
          "no-cache": "neither read nor write the results store (recompute everything)"}
@@ -89,8 +91,9 @@ def _option(config: pytest.Config, name: str) -> Any:
             number = int(value)
         except ValueError:
             raise ConfigError(f"--illusion-{name} {value!r}: expected a whole number") from None
-        if number < (0 if name in ("rank-tolerance", "seed") else 1):
-            raise ConfigError(f"--illusion-{name} {number}: must be {'>= 0' if name in ('rank-tolerance', 'seed') else '>= 1'}")
+        zero_ok = name in ("rank-tolerance", "seed", "calibration-seed")
+        if number < (0 if zero_ok else 1):
+            raise ConfigError(f"--illusion-{name} {number}: must be {'>= 0' if zero_ok else '>= 1'}")
         return number
     return str(value).strip()
 
@@ -131,7 +134,7 @@ def run_config(config: pytest.Config):
         trust_remote_code=bool(trust), prompt_format=prompt_format,
         max_new_tokens=_option(config, "max-new-tokens"),
         calibration_langs=_split_list(calibration_langs), calibration_samples=_option(config, "calibration-samples"),
-        calibration_seqlen=_option(config, "calibration-seqlen"),
+        calibration_seqlen=_option(config, "calibration-seqlen"), calibration_seed=_option(config, "calibration-seed"),
         use_store=not (config.getoption("illusion_no_cache") or config.getini("illusion_no_cache")),
         snapshot_name=snapshot_name, alpha=alpha, max_illusion_rate=max_rate,
     )

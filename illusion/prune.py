@@ -531,14 +531,16 @@ def device_type(device: str) -> str:
     return device.split(":", 1)[0]
 
 
-def pruned_fingerprint(base_fingerprint: str, recipe: PruneRecipe, calibration: CalibrationConfig) -> str:
-    """Fingerprint of a pruned model, known without pruning: base weights + recipe + calibration."""
+def pruned_fingerprint(
+    base_fingerprint: str, recipe: PruneRecipe, calibration: CalibrationConfig, *, device: str, dtype: str
+) -> str:
+    """Fingerprint of a pruned model, known without pruning: base weights + recipe + calibration
+    (for the methods that use one) + the device type and dtype the pruning computes in."""
     import hashlib
     import json
 
-    key = {"base": base_fingerprint, "recipe": recipe.spec, "calibration_langs": list(calibration.langs),
-           "samples": calibration.samples, "seqlen": calibration.seqlen, "seed": calibration.seed,
-           "version": PRUNE_VERSION}
+    key = {"base": base_fingerprint, "recipe": recipe.spec, "calibration": _calibration_record(recipe, calibration),
+           "device": device_type(device), "dtype": dtype, "version": PRUNE_VERSION}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -681,7 +683,7 @@ def prune_checkpoint(
         "base_fingerprint": loaded.fingerprint, "recipe": recipe.spec,
         "calibration": _calibration_record(recipe, calibration), "device": device_type(device),
         "dtype": PRUNE_DTYPE, "zeros": stats.total,
-        "fingerprint": pruned_fingerprint(loaded.fingerprint, recipe, calibration),
+        "fingerprint": pruned_fingerprint(loaded.fingerprint, recipe, calibration, device=device, dtype=PRUNE_DTYPE),
     }
     write_pruned(loaded.model, loaded.tokenizer, out, manifest, force=force)
     say(f"pruned to {stats.total:.1%} zeros in the decoder linears; wrote {out}")

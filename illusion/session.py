@@ -45,6 +45,7 @@ class RunConfig:
     calibration_langs: tuple[str, ...] | None = None  # None: every shipped calibration language
     calibration_samples: int = 64
     calibration_seqlen: int = 256
+    calibration_seed: int = 0  # the calibration windows only: --illusion-seed does not re-prune
     use_store: bool = True  # False with --illusion-no-cache
     snapshot_name: str | None = None  # None: a set per configuration (snapshots.set_name)
     alpha: float = 0.05
@@ -61,8 +62,8 @@ class RunConfig:
         from .prune import CalibrationConfig
 
         extra = {"langs": self.calibration_langs} if self.calibration_langs else {}
-        return CalibrationConfig(samples=self.calibration_samples, seqlen=self.calibration_seqlen, seed=self.seed,
-                                 **extra)
+        return CalibrationConfig(samples=self.calibration_samples, seqlen=self.calibration_seqlen,
+                                 seed=self.calibration_seed, **extra)
 
     @property
     def reference_spec(self) -> str:
@@ -82,7 +83,8 @@ class RunConfig:
             "snapshot_name": self.snapshot_name, "alpha": self.alpha, "max_illusion_rate": self.max_illusion_rate,
             "probe": self.probe_config.key(),
             "calibration": {"langs": list(self.calibration_langs) if self.calibration_langs else None,
-                            "samples": self.calibration_samples, "seqlen": self.calibration_seqlen}
+                            "samples": self.calibration_samples, "seqlen": self.calibration_seqlen,
+                            "seed": self.calibration_seed}
             if self.prune else None,
         }
 
@@ -338,12 +340,15 @@ class IllusionSession:
     @cached_property
     def _pruned_key(self):
         """(base spec, pruned fingerprint, recipe, calibration) for the in-process candidate."""
-        from .prune import parse_recipe, pruned_fingerprint
+        from .models import resolve_device
+        from .prune import PRUNE_DTYPE, parse_recipe, pruned_fingerprint
 
         base = parse_spec(self.config.model)
         recipe = parse_recipe(self.config.prune or "")
         calibration = self.config.calibration
-        return base, pruned_fingerprint(fingerprint(base), recipe, calibration), recipe, calibration
+        key = pruned_fingerprint(fingerprint(base), recipe, calibration, device=resolve_device(self.config.device),
+                                 dtype=PRUNE_DTYPE)
+        return base, key, recipe, calibration
 
     def _pruned_dir(self) -> Path:
         """The candidate checkpoint: ``--illusion-model`` pruned by the recipe, cached by fingerprint.

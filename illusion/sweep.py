@@ -63,7 +63,8 @@ class SweepSettings:
             "limit_per_lang": cfg.limit_per_lang, "seed": cfg.seed, "device": cfg.device, "dtype": cfg.dtype,
             "batch_size": cfg.batch_size, "prompt_format": cfg.prompt_format, "max_new_tokens": cfg.max_new_tokens,
             "calibration": {"langs": list(cfg.calibration_langs) if cfg.calibration_langs else None,
-                            "samples": cfg.calibration_samples, "seqlen": cfg.calibration_seqlen},
+                            "samples": cfg.calibration_samples, "seqlen": cfg.calibration_seqlen,
+                            "seed": cfg.calibration_seed},
         }
 
 

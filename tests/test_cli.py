@@ -137,6 +137,17 @@ def test_prune_into_an_empty_directory_needs_no_force(tiny_dir, tmp_path):
     assert zeros(out) == 0.5
 
 
+def test_sweep_takes_a_calibration_seed_apart_from_the_item_seed(tmp_path, monkeypatch):
+    import illusion.sweep
+    from illusion.__main__ import main
+
+    seen = []
+    monkeypatch.setattr(illusion.sweep, "sweep", lambda settings, out, progress: seen.append(settings) or [])
+    assert main(["sweep", "--out", str(tmp_path), "--seed", "3", "--calibration-seed", "5"]) == 0
+    assert seen[0].base.seed == 3 and seen[0].base.calibration.seed == 5
+    assert seen[0].as_dict()["calibration"]["seed"] == 5
+
+
 def test_cache_info_and_clear(tmp_path, monkeypatch):
     from illusion.store import ResultStore
     from test_store import ITEM, RESULT

@@ -369,3 +369,64 @@ def test_text_shorter_than_one_window_says_how_many_tokens(tokenizer, tmp_path):
 def test_bad_calibration_config_is_rejected(kwargs):
     with pytest.raises(ConfigError):
         CalibrationConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- the cache key
+
+
+def test_pruned_fingerprint_follows_device_dtype_and_calibration():
+    from illusion.prune import pruned_fingerprint
+
+    wanda = parse_recipe("wanda:0.5")
+
+    def key(recipe=wanda, calibration=CalibrationConfig(), device="cpu", dtype="float32"):
+        return pruned_fingerprint("base", recipe, calibration, device=device, dtype=dtype)
+
+    assert key() == key()
+    assert key(device="cuda") != key()
+    assert key(device="cuda:0") == key(device="cuda:1")  # the kind of device decides, not its index
+    assert key(dtype="bfloat16") != key()
+    assert key(calibration=CalibrationConfig(seed=1)) != key()
+    magnitude = parse_recipe("magnitude:0.5")  # reads no calibration text: its seed must not re-prune
+    assert key(magnitude, CalibrationConfig(seed=1)) == key(magnitude)
+
+
+def test_the_item_seed_does_not_reprune_but_the_calibration_seed_and_device_do(tiny_dir, tmp_path, monkeypatch):
+    from illusion.session import IllusionSession, RunConfig
+
+    monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path))
+
+    def key(**options):
+        config = RunConfig(model=str(tiny_dir), prune="wanda:0.5", **{"device": "cpu", **options})
+        return IllusionSession(config)._pruned_key[1]
+
+    assert key(seed=1) == key(seed=2)
+    assert key(calibration_seed=1) != key(calibration_seed=2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert key(device="cuda") != key(device="cpu")
+    assert RunConfig(prune="wanda:0.5", calibration_seed=3).as_dict()["calibration"]["seed"] == 3
+
+
+def test_calibration_seed_is_an_option_and_an_ini_key(pytester):
+    from illusion.plugin import run_config
+
+    pytester.makeini("[pytest]\nillusion_calibration_seed = 7\n")
+    config = run_config(pytester.parseconfig("--illusion-prune", "wanda:0.5", "--illusion-seed", "3"))
+    assert config.calibration.seed == 7 and config.seed == 3
+    assert config.as_dict()["calibration"]["seed"] == 7
+    assert run_config(pytester.parseconfig("--illusion-calibration-seed", "0")).calibration.seed == 0
+
+
+def test_the_pruned_cache_holds_the_checkpoint_and_its_recipe_and_no_staging(tiny_dir, tmp_path, monkeypatch):
+    import json
+
+    from illusion.session import IllusionSession, RunConfig
+
+    monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path))
+    session = IllusionSession(RunConfig(model=str(tiny_dir), prune="magnitude:0.5", device="cpu"))
+    target = session._pruned_dir()
+    marker = json.loads((target / "illusion-prune.json").read_text())
+    assert marker["fingerprint"] == session._pruned_key[1] and marker["device"] == "cpu"
+    assert marker["recipe"] == "magnitude:0.5" and marker["complete"]
+    assert sorted(p.name for p in target.iterdir()) == sorted([*marker["files"], "illusion-prune.json"])
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, target.name + ".lock"])
