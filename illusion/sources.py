@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .data import MAX_TEXT, MIN_DISTRACTORS, Item, _summarise, parse_row, select_subset
+from .data import MAX_TEXT, MIN_DISTRACTORS, DatasetError, Item, parse_row, row_key, select_subset
 from .errors import DataError
 from .matching import _contains, tokens
 
@@ -49,6 +49,14 @@ class SourceReport:
     items: int
     skipped: dict[str, int] = field(default_factory=dict)
     distractor_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """A CSV row whose list columns did not decode as JSON: the row, and per column what is wrong."""
+
+    row: dict
+    bad: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -94,22 +102,28 @@ def load_source_with_report(spec: str, *, langs: Sequence[str] | None) -> tuple[
 
 
 def _validate(rows: Iterable[tuple[str, Any]]) -> list[Item]:
-    """parse_row every row; one DataError listing every bad row and every repeated (id, lang)."""
-    items, problems, seen = [], [], {}
+    """parse_row every row; one DatasetError listing every bad row and every repeated (id, lang)."""
+    items, problems, seen, rejected = [], [], {}, []
     for origin, row in rows:
         if isinstance(row, json.JSONDecodeError):
             problems.append(f"{origin}: invalid JSON ({row.msg} at column {row.colno}); one JSON object per line")
             continue
+        bad = {}
+        if isinstance(row, _Cells):  # the cell's own problem replaces parse_row's about that field
+            row, bad = row.row, row.bad
+            problems += [f"{origin}: {problem}" for problem in bad.values()]
         item, row_problems = parse_row(row, origin=origin, lang=None)
-        problems += row_problems
-        if item is not None and (item.id, item.lang) in seen:
+        problems += [p for p in row_problems if not any(p.startswith(f"{origin}: field {name!r}") for name in bad)]
+        if item is None or bad:
+            rejected += [key] if (key := row_key(row, origin)) else []
+        elif (item.id, item.lang) in seen:
             problems.append(f"{origin}: field 'id' {item.id!r} repeats {seen[item.id, item.lang]} for language "
                             f"{item.lang!r}; ids must be unique per language")
-        elif item is not None:
+        else:
             seen[item.id, item.lang] = origin
             items.append(item)
     if problems:
-        raise DataError(_summarise(problems))
+        raise DatasetError(problems, items, rejected)
     return items
 
 
@@ -136,15 +150,20 @@ def _read_file(path: Path) -> list[Item]:
     return _validate((f"{path}:{n}", _tidy(row, csv_cells=builder == "csv")) for n, row in zip(lines, rows))
 
 
-def _tidy(row: dict, *, csv_cells: bool) -> dict:
+def _tidy(row: dict, *, csv_cells: bool) -> dict | _Cells:
     """Absent values (Arrow's None, empty CSV cells) are missing fields; CSV list cells are JSON."""
     row = {k: v for k, v in row.items() if v is not None and not (csv_cells and v == "")}
+    bad = {}
     for name in ("aliases", "distractors") if csv_cells else ():
         try:
             row[name] = json.loads(row[name])
-        except (KeyError, json.JSONDecodeError):
-            pass  # parse_row names the field: "must be a list of non-empty strings (got 'Lyon')"
-    return row
+        except KeyError:
+            pass  # parse_row names a missing field
+        except json.JSONDecodeError as exc:
+            bad[name] = (f"column {name!r} is not a JSON list ({exc.msg} at character {exc.pos + 1} of "
+                         f"{row[name]!r:.80}); write the cell as a JSON list of strings, e.g. "
+                         '["Lyon", "Nice", "Brest"], or leave it empty for none')
+    return _Cells(row, bad) if bad else row
 
 
 def _json_lines(path: Path) -> list[tuple[str, Any]]:
@@ -232,7 +251,7 @@ def _mkqa(rows: list[tuple[str, Any]], wanted: list[str] | None, skipped: Counte
         elif usable and (wanted is None or lang in wanted):
             skipped[usable] += 1
     if problems:
-        raise DataError(_summarise(problems))
+        raise DatasetError(problems)
     toks = lru_cache(maxsize=None)(tokens)  # memoised for this load: ids are compared many times
     kinds = {ident: _majority(a.kind for a in by_lang.values()) for ident, by_lang in answers.items()}
     pools: dict[str, list[str]] = {}

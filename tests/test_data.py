@@ -64,6 +64,32 @@ def test_missing_language_and_bad_paths_are_clear(tmp_path):
         load_items(tmp_path / "nope")
 
 
+def test_problems_of_every_language_file_are_listed_at_once(tmp_path):
+    write_lines(tmp_path / "en.jsonl", [{**GOOD, "question": ""}])
+    write_lines(tmp_path / "fr.jsonl", [{**GOOD, "lang": "fr", "answer": ""}])
+    (tmp_path / "de.jsonl").write_text("\n")
+    with pytest.raises(DataError) as info:
+        load_items(tmp_path)
+    text = str(info.value)
+    assert text.startswith("3 problem(s)")
+    assert "en.jsonl:1: field 'question'" in text and "fr.jsonl:1: field 'answer'" in text
+    assert f"{tmp_path / 'de.jsonl'}: no items" in text
+
+
+def test_unaligned_ids_are_noted_per_language_among_the_chosen_languages(tmp_path):
+    rows = [{**GOOD, "id": f"q{n}", "lang": lang} for lang in ("en", "de") for n in (1, 2, 3)]
+    write_lines(tmp_path / "en.jsonl", rows[:3])
+    write_lines(tmp_path / "de.jsonl", rows[3:])
+    write_lines(tmp_path / "fr.jsonl", [{**GOOD, "lang": "fr"}])
+    notes: list[str] = []
+    items = load_items(tmp_path, note=notes.append)
+    assert len(items) == 7  # the suite still runs every item
+    assert notes == [f"{tmp_path / 'fr.jsonl'}: 2 of 3 ids missing for 'fr' (q2, q3); "
+                     "every language must hold the same ids"]
+    notes.clear()
+    assert len(load_items(tmp_path, langs=["en", "de"], note=notes.append)) == 6 and notes == []
+
+
 def make(ids, lang):
     return [Item(id=i, lang=lang, question="q?", answer="a", aliases=(), distractors=("b", "c", "d"), type="entity")
             for i in ids]

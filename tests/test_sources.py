@@ -94,7 +94,9 @@ def test_bad_csv_rows_name_file_row_and_field(tmp_path):
     message = str(err.value)
     assert message.startswith("2 problem(s)")  # every bad row, not just the first
     assert f"{spec}:3: field 'question' must be a non-empty string" in message
-    assert f"{spec}:4: field 'distractors' must be a list of non-empty strings (got 'Lyon')" in message
+    # a CSV cell holds a list as JSON: the problem names the column, the JSON error and the fix
+    assert f"{spec}:4: column 'distractors' is not a JSON list (Expecting value at character 1 of 'Lyon')" in message
+    assert 'write the cell as a JSON list of strings, e.g. ["Lyon", "Nice", "Brest"]' in message
 
 
 def test_jsonl_that_arrow_cannot_type_still_names_the_line(tmp_path):
