@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -114,3 +115,20 @@ def test_shipped_starter_set_is_aligned_and_valid():
         by_lang.setdefault(it.lang, []).append(it.id)
     assert all(len(ids) >= 40 for ids in by_lang.values())
     assert len({tuple(ids) for ids in by_lang.values()}) == 1
+
+
+def test_the_suite_prints_the_unaligned_ids_as_a_progress_line(pytester, tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "qa").mkdir()
+    write_lines(tmp_path / "qa" / "en.jsonl", [GOOD, {**GOOD, "id": "q2"}])
+    write_lines(tmp_path / "qa" / "fr.jsonl", [{**GOOD, "lang": "fr"}])
+    suite = Path(__file__).resolve().parent.parent / "illusion_tests" / "test_consistency.py"
+    pytester.makeini("[pytest]\n")
+    pytester.mkpydir("illusion_tests")
+    pytester.path.joinpath("illusion_tests", "test_consistency.py").write_text(suite.read_text())
+    result = pytester.runpytest_subprocess("illusion_tests", "--collect-only", "-q", "--illusion-model", str(tiny_dir),
+                                           "--illusion-dataset", str(tmp_path / "qa"))
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    notes: list[str] = []
+    load_items(tmp_path / "qa", note=notes.append)
+    assert notes and f"[illusion] {notes[0]}" in result.stderr.str()
