@@ -7,58 +7,19 @@ found, 2 on usage errors.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from .data import available_langs, default_dataset, scan_jsonl
+from .data import check_dataset, default_dataset
 from .errors import IllusionError
 
 
-def validate(path: Path) -> list[str]:
-    """Every problem in a dataset directory: per-row problems, then alignment across languages."""
-    langs = available_langs(path) if path.is_dir() else [path.stem]
-    files = [path / f"{lang}.jsonl" for lang in langs] if path.is_dir() else [path]
-    if not files:
-        return [f"{path}: no <lang>.jsonl files"]
-    problems: list[str] = []
-    ids: dict[str, dict[str, str]] = {}
-    for lang, file in zip(langs, files):
-        items, found = scan_jsonl(file, lang)
-        problems += found
-        ids[lang] = {item.id: item.type for item in items} | _raw_ids(file)
-    if len(ids) > 1:
-        every = set().union(*(set(v) for v in ids.values()))
-        for lang, types in ids.items():
-            missing = sorted(every - set(types))
-            if missing:
-                problems.append(f"{path / (lang + '.jsonl')}: ids {', '.join(missing[:10])} are missing; "
-                                "every language must hold the same ids")
-        first = next(iter(ids))
-        for lang, types in ids.items():
-            for item_id, item_type in types.items():
-                if item_id in ids[first] and ids[first][item_id] != item_type:
-                    problems.append(f"{path / (lang + '.jsonl')}: item {item_id} has type {item_type!r} but "
-                                    f"{first} has {ids[first][item_id]!r}; types must agree across languages")
-    return problems
-
-
-def _raw_ids(file: Path) -> dict[str, str]:
-    """ids (and types) of rows that failed validation, so alignment is still checked."""
-    found: dict[str, str] = {}
-    for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("id"), str):
-            found[row["id"]] = str(row.get("type"))
-    return found
-
-
 def run_validate(args: argparse.Namespace) -> int:
-    problems = validate(args.path)
+    """Every problem the suite would raise or note for the dataset, in its words (``check_dataset``)."""
+    problems, notes = check_dataset(args.path)
+    for line in notes:
+        print(f"note: {line}")
     for problem in problems:
         print(problem)
     print(f"{len(problems)} problem(s) in {args.path}" if problems else f"ok: {args.path}")
@@ -141,8 +102,10 @@ def add_sweep_parser(commands) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m illusion", description="benchmark-illusion tools")
     commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("validate", help="check a dataset directory or .jsonl file")
-    check.add_argument("path", nargs="?", type=Path, default=default_dataset())
+    check = commands.add_parser("validate", help="check a dataset as the suite reads it")
+    check.add_argument("path", nargs="?", default=str(default_dataset()),
+                       help="what --illusion-dataset takes: a directory of <lang>.jsonl files, a .jsonl/.csv/.parquet "
+                            "file, mkqa:PATH_OR_ID or hf:ID[:SPLIT] (default: the shipped fixtures)")
     check.set_defaults(run=run_validate)
     prune = commands.add_parser("prune", help="prune a model and write a Hugging Face checkpoint")
     prune.add_argument("--model", required=True, help="smollm2-135m, a checkpoint dir, a .gguf file or org/name")

@@ -20,6 +20,19 @@ MIN_DISTRACTORS = 3
 MAX_TEXT = 300  # characters; questions and answers are short by design
 
 
+class DatasetError(DataError):
+    """Every problem of a dataset at once. The message shows the first 20; ``problems`` holds all
+    (``validate`` prints them), ``items`` the valid rows and ``rejected`` the ``(origin, lang, id)``
+    of invalid rows that name both, so alignment can still be checked before the rows are fixed."""
+
+    def __init__(self, problems: Sequence[str], items: Sequence["Item"] = (),
+                 rejected: Sequence[tuple[str, str, str]] = ()) -> None:
+        super().__init__(_summarise(problems))
+        self.problems = list(problems)
+        self.items = list(items)
+        self.rejected = list(rejected)
+
+
 @dataclass(frozen=True)
 class Item:
     """One question in one language. ``origin`` is ``file:line`` for error messages."""
@@ -102,6 +115,14 @@ def parse_row(row: object, *, origin: str, lang: str | None) -> tuple[Item | Non
     return (None, problems) if problems else (item, [])
 
 
+def row_key(row: object, origin: str) -> tuple[str, str, str] | None:
+    """``(origin, lang, id)`` of a row that failed validation but names both, else None."""
+    if not isinstance(row, dict) or not isinstance(row.get("lang"), str) or not isinstance(row.get("id"), (str, int)):
+        return None
+    lang, item_id = row["lang"].strip(), str(row["id"]).strip()
+    return (origin, lang, item_id) if lang and item_id else None
+
+
 def _answer_problems(item: Item) -> list[str]:
     """Distractors must be distinct and must not be (or contain) the gold or an alias."""
     from .matching import mentions, normalize
@@ -125,16 +146,17 @@ def _answer_problems(item: Item) -> list[str]:
 
 def read_jsonl(path: Path, lang: str | None = None) -> list[Item]:
     """Read one ``<lang>.jsonl`` file; raise one DataError listing every bad row."""
-    items, problems = scan_jsonl(path, lang)
+    items, problems, rejected = scan_jsonl(path, lang)
     if problems:
-        raise DataError(_summarise(problems))
+        raise DatasetError(problems, items, rejected)
     return items
 
 
-def scan_jsonl(path: Path, lang: str | None = None) -> tuple[list[Item], list[str]]:
-    """The valid items of a file and the problems of the others (the validator lists them all)."""
+def scan_jsonl(path: Path, lang: str | None = None) -> tuple[list[Item], list[str], list[tuple[str, str, str]]]:
+    """The valid items of a file, the problems of the others, and the keys of those (``row_key``)."""
     items: list[Item] = []
     problems: list[str] = []
+    rejected: list[tuple[str, str, str]] = []
     seen: dict[str, str] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -142,6 +164,8 @@ def scan_jsonl(path: Path, lang: str | None = None) -> tuple[list[Item], list[st
         raise DataError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror}); check the --illusion-dataset path") from None
+    if not any(line.strip() for line in lines):
+        problems.append(f"{path}: no items (the file is empty); add items in the item schema or remove the file")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -154,13 +178,14 @@ def scan_jsonl(path: Path, lang: str | None = None) -> tuple[list[Item], list[st
         item, row_problems = parse_row(row, origin=origin, lang=lang)
         problems += row_problems
         if item is None:
+            rejected += [key] if (key := row_key(row, origin)) else []
             continue
         if item.id in seen:
             problems.append(f"{origin}: field 'id' {item.id!r} repeats {seen[item.id]}; ids must be unique per language")
             continue
         seen[item.id] = origin
         items.append(item)
-    return items, problems
+    return items, problems, rejected
 
 
 def _summarise(problems: Sequence[str], shown: int = 20) -> str:
@@ -184,9 +209,35 @@ def load_items(
 
     ``dataset`` is a directory of ``<lang>.jsonl`` files (default: the shipped fixtures), or any
     spec ``illusion.sources`` reads: a .jsonl/.csv/.parquet file, ``mkqa:PATH_OR_ID``, ``hf:ID``.
-    ``note`` hears what a source skipped (MKQA rows without a short answer, ...).
+    ``note`` hears what a source skipped (MKQA rows without a short answer, ...) and which ids some
+    languages lack (``alignment_problems``: those items run without their counterparts).
     """
     wanted = list(dict.fromkeys(langs)) if langs else None
+    items = _read_dataset(dataset, wanted, note or (lambda _msg: None))
+    for line in alignment_problems(items, where=str(dataset or default_dataset())) if note else ():
+        note(line)
+    return select_subset(items, limit_per_lang, seed)
+
+
+def check_dataset(dataset: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """``(problems, notes)`` for ``python -m illusion validate``: what ``load_items`` raises or notes
+    for every language of ``dataset``, in its words. Unaligned ids are problems, except for MKQA,
+    whose gaps are the answers the loader skipped (counted in a note) and stay notes."""
+    notes: list[str] = []
+    try:
+        items, problems, rejected = _read_dataset(dataset, None, notes.append), [], []
+    except DatasetError as exc:
+        items, problems, rejected = exc.items, exc.problems, exc.rejected
+    except DataError as exc:
+        return [str(exc)], notes
+    misaligned = alignment_problems(items, rejected, where=str(dataset or default_dataset()))
+    if str(dataset or "").startswith("mkqa:"):
+        return problems, notes + misaligned
+    return problems + misaligned, notes
+
+
+def _read_dataset(dataset: str | Path | None, wanted: list[str] | None, note: Callable[[str], None]) -> list[Item]:
+    """The items of ``dataset`` in ``wanted`` (None: all): the one reader of load_items and validate."""
     path = Path(dataset) if dataset else default_dataset()
     if path.is_dir() and not str(dataset or "").startswith(("mkqa:", "hf:")):
         items = _load_directory(path, wanted)
@@ -194,11 +245,39 @@ def load_items(
         from .sources import load_source_with_report
 
         items, report = load_source_with_report(str(dataset), langs=wanted)
-        if note and report.skipped:
+        if report.skipped:
             note(f"{dataset}: skipped " + ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())))
     if not items:
         raise DataError(f"{dataset or path}: no items for languages {', '.join(wanted or [])}; check --illusion-langs")
-    return select_subset(items, limit_per_lang, seed)
+    return items
+
+
+def alignment_problems(items: Sequence[Item], rejected: Sequence[tuple[str, str, str]] = (), *,
+                       where: str) -> list[str]:
+    """Per language, the ids other languages have and it lacks; then types that disagree across
+    languages. ``rejected`` rows (``row_key``) count as present. Each line names the language's file
+    when all its rows come from one, else ``where`` (the dataset spec)."""
+    ids: dict[str, set[str]] = {}
+    files: dict[str, set[str]] = {}
+    for origin, lang, item_id in [(i.origin, i.lang, i.id) for i in items] + list(rejected):
+        ids.setdefault(lang, set()).add(item_id)
+        files.setdefault(lang, set()).add(origin.rpartition(":")[0] or origin)
+    place = {lang: next(iter(found)) if len(found) == 1 else where for lang, found in files.items()}
+    every = set().union(*ids.values()) if ids else set()
+    problems = []
+    for lang in sorted(ids) if len(ids) > 1 else ():
+        missing = sorted(every - ids[lang])
+        if missing:
+            shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+            problems.append(f"{place[lang]}: {len(missing)} of {len(every)} ids missing for {lang!r} ({shown}); "
+                            "every language must hold the same ids")
+    types: dict[str, tuple[str, str]] = {}
+    for item in sorted(items, key=lambda it: (it.lang, it.id)):
+        first_lang, first_type = types.setdefault(item.id, (item.lang, item.type))
+        if item.type != first_type:
+            problems.append(f"{place[item.lang]}: item {item.id} has type {item.type!r} but {first_lang} has "
+                            f"{first_type!r}; types must agree across languages")
+    return problems
 
 
 def _load_directory(path: Path, wanted: list[str] | None) -> list[Item]:
@@ -211,7 +290,13 @@ def _load_directory(path: Path, wanted: list[str] | None) -> list[Item]:
             f"--illusion-langs asks for {', '.join(missing)} but {path} has only {', '.join(present)}; "
             "drop those languages or add the files"
         )
-    return [item for lang in (wanted or present) for item in read_jsonl(path / f"{lang}.jsonl", lang)]
+    items, problems, rejected = [], [], []
+    for lang in wanted or present:  # every file's problems at once, not the first file's
+        found = scan_jsonl(path / f"{lang}.jsonl", lang)
+        items, problems, rejected = items + found[0], problems + found[1], rejected + found[2]
+    if problems:
+        raise DatasetError(problems, items, rejected)
+    return items
 
 
 def select_subset(items: Sequence[Item], limit_per_lang: int | None, seed: int) -> list[Item]:

@@ -4,8 +4,11 @@
   cannot hold a list, so there ``aliases`` and ``distractors`` are JSON-encoded lists, e.g.
   ``["Lyon","Nice","Brest"]`` (an empty ``aliases`` cell means none).
 - ``mkqa:PATH_OR_ID``: MKQA (apple/ml-mkqa), nested (``example_id``, ``queries`` and ``answers``
-  keyed by language) or flat (``id``, ``lang``, ``question``, ``answers``): a local ``.jsonl`` /
-  ``.jsonl.gz`` file or a directory of them, else a hub id (the only network path).
+  keyed by language) or flat (``id``, ``lang``, ``question``, ``answers``; the MIA 2022 shared
+  task's ``mkqa-<lang>.jsonl``, whose ids end in ``_<lang>`` and whose answers are plain strings):
+  a local ``.jsonl`` / ``.jsonl.gz`` file or a directory of them, else a hub id (the only network
+  path). An answer is a ``{type, text, aliases}`` object or a plain string, whose type
+  ``answer_kind`` infers from the text.
 - ``hf:ID`` or ``hf:ID:SPLIT`` (default ``train``): a hub dataset in the item schema.
 
 Every row goes through ``data.parse_row``. Origins: ``file:N`` (the line for JSONL and MKQA, the
@@ -18,6 +21,7 @@ import csv
 import gzip
 import json
 import random
+import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .data import MAX_TEXT, MIN_DISTRACTORS, Item, _summarise, parse_row, select_subset
+from .data import MAX_TEXT, MIN_DISTRACTORS, DatasetError, Item, parse_row, row_key, select_subset
 from .errors import DataError
 from .matching import _contains, tokens
 
@@ -38,6 +42,15 @@ MKQA_TYPES = ("entity", "long_answer", "unanswerable", "date", "number", "number
 ITEM_TYPE = {"entity": "entity", "short_phrase": "entity", "number": "number", "number_with_unit": "number",
              "date": "date"}
 UNSPACED = ("zh", "ja", "th")  # answer length counts characters there (> 30), elsewhere words (> 5)
+NO_ANSWER = "No Answer"  # the MIA 2022 files' gold for an unanswerable question (its scorer skips them)
+_NUMBER = re.compile(r"[-+−]?\d+(?:[.,  ]\d{3})*(?:[.,]\d+)?\s?%?")
+_YEAR = re.compile(r"1\d{3}|20\d{2}")
+_DATE = re.compile(r"\d{4}-\d{1,2}(?:-\d{1,2})?|\d{1,2}[./]\d{1,2}[./]\d{2,4}"  # ISO, 9.11.1989
+                   r"|(?:\d{1,4}\s?[年년]\s?)?(?:\d{1,2}\s?[月월]\s?)?(?:\d{1,2}\s?[日일])?")  # 1989年11月9日
+# Month names in the MKQA languages that write them in words, by their first three letters.
+_MONTHS = frozenset("jan feb mar apr may jun jul aug sep oct nov dec fév avr mai jui aoû déc ene abr ago dic gen mag "
+                    "giu lug set ott okt mär dez fev out maa mei maj des tam şub nis haz tem ağu eyl eki kas ara "
+                    "янв фев мар апр мая май июн июл авг сен окт ноя дек".split())
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,14 @@ class SourceReport:
     items: int
     skipped: dict[str, int] = field(default_factory=dict)
     distractor_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """A CSV row whose list columns did not decode as JSON: the row, and per column what is wrong."""
+
+    row: dict
+    bad: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -94,22 +115,28 @@ def load_source_with_report(spec: str, *, langs: Sequence[str] | None) -> tuple[
 
 
 def _validate(rows: Iterable[tuple[str, Any]]) -> list[Item]:
-    """parse_row every row; one DataError listing every bad row and every repeated (id, lang)."""
-    items, problems, seen = [], [], {}
+    """parse_row every row; one DatasetError listing every bad row and every repeated (id, lang)."""
+    items, problems, seen, rejected = [], [], {}, []
     for origin, row in rows:
         if isinstance(row, json.JSONDecodeError):
             problems.append(f"{origin}: invalid JSON ({row.msg} at column {row.colno}); one JSON object per line")
             continue
+        bad = {}
+        if isinstance(row, _Cells):  # the cell's own problem replaces parse_row's about that field
+            row, bad = row.row, row.bad
+            problems += [f"{origin}: {problem}" for problem in bad.values()]
         item, row_problems = parse_row(row, origin=origin, lang=None)
-        problems += row_problems
-        if item is not None and (item.id, item.lang) in seen:
+        problems += [p for p in row_problems if not any(p.startswith(f"{origin}: field {name!r}") for name in bad)]
+        if item is None or bad:
+            rejected += [key] if (key := row_key(row, origin)) else []
+        elif (item.id, item.lang) in seen:
             problems.append(f"{origin}: field 'id' {item.id!r} repeats {seen[item.id, item.lang]} for language "
                             f"{item.lang!r}; ids must be unique per language")
-        elif item is not None:
+        else:
             seen[item.id, item.lang] = origin
             items.append(item)
     if problems:
-        raise DataError(_summarise(problems))
+        raise DatasetError(problems, items, rejected)
     return items
 
 
@@ -136,15 +163,20 @@ def _read_file(path: Path) -> list[Item]:
     return _validate((f"{path}:{n}", _tidy(row, csv_cells=builder == "csv")) for n, row in zip(lines, rows))
 
 
-def _tidy(row: dict, *, csv_cells: bool) -> dict:
+def _tidy(row: dict, *, csv_cells: bool) -> dict | _Cells:
     """Absent values (Arrow's None, empty CSV cells) are missing fields; CSV list cells are JSON."""
     row = {k: v for k, v in row.items() if v is not None and not (csv_cells and v == "")}
+    bad = {}
     for name in ("aliases", "distractors") if csv_cells else ():
         try:
             row[name] = json.loads(row[name])
-        except (KeyError, json.JSONDecodeError):
-            pass  # parse_row names the field: "must be a list of non-empty strings (got 'Lyon')"
-    return row
+        except KeyError:
+            pass  # parse_row names a missing field
+        except json.JSONDecodeError as exc:
+            bad[name] = (f"column {name!r} is not a JSON list ({exc.msg} at character {exc.pos + 1} of "
+                         f"{row[name]!r:.80}); write the cell as a JSON list of strings, e.g. "
+                         '["Lyon", "Nice", "Brest"], or leave it empty for none')
+    return _Cells(row, bad) if bad else row
 
 
 def _json_lines(path: Path) -> list[tuple[str, Any]]:
@@ -210,7 +242,17 @@ def _mkqa_entries(rows: list[tuple[str, Any]], problems: list[str]) -> Iterable[
         elif nested:
             yield from ((origin, str(ident), lang, queries.get(lang), answers.get(lang)) for lang in sorted({*queries, *answers}))
         else:
-            yield origin, str(ident), row.get("lang"), row.get("question"), answers
+            yield origin, _question_id(str(ident), row.get("lang")), row.get("lang"), row.get("question"), answers
+
+
+def _question_id(ident: str, lang: Any) -> str:
+    """A flat record's id without the language suffix the MIA 2022 files add (``-1002689427646740593_en``),
+    so that one question aligns across languages: a suffix equal to the row's language, or any
+    language-code suffix after a numeric MKQA example id (MIA's Tagalog rows end in ``_en``)."""
+    if isinstance(lang, str) and lang and ident.endswith(f"_{lang}") and len(ident) > len(lang) + 1:
+        return ident[: -len(lang) - 1]
+    match = re.fullmatch(r"(-?\d+)_[a-z]{2,3}(?:_[a-z]{2})?", ident)
+    return match.group(1) if match else ident
 
 
 def _mkqa(rows: list[tuple[str, Any]], wanted: list[str] | None, skipped: Counter[str],
@@ -232,7 +274,7 @@ def _mkqa(rows: list[tuple[str, Any]], wanted: list[str] | None, skipped: Counte
         elif usable and (wanted is None or lang in wanted):
             skipped[usable] += 1
     if problems:
-        raise DataError(_summarise(problems))
+        raise DatasetError(problems)
     toks = lru_cache(maxsize=None)(tokens)  # memoised for this load: ids are compared many times
     kinds = {ident: _majority(a.kind for a in by_lang.values()) for ident, by_lang in answers.items()}
     pools: dict[str, list[str]] = {}
@@ -259,14 +301,39 @@ def _mkqa(rows: list[tuple[str, Any]], wanted: list[str] | None, skipped: Counte
     return _validate(rows)
 
 
+def answer_kind(text: str) -> str:
+    """The MKQA answer type of a plain-string answer: a date (a year, a numeric or CJK date, or day,
+    month name and year), a number (digits with grouping, decimals, a sign or %), else an entity."""
+    text = text.strip()
+    if _YEAR.fullmatch(text) or (_DATE.fullmatch(text) and any(c.isdigit() for c in text)):
+        return "date"
+    if _NUMBER.fullmatch(text):
+        return "number"
+    words = re.findall(r"\w+", text.casefold())
+    months = [w for w in words if not w.isdigit() and w[:3] in _MONTHS]
+    others = [w for w in words if not w.isdigit() and w not in months and w not in ("de", "of", "del", "di", "du")]
+    years = [w for w in words if _YEAR.fullmatch(w)]
+    days = [w for w in words if w.isdigit() and int(w) <= 31]
+    if len(months) == 1 and not others and len(years) == 1 and len(days) <= 1 and len(words) <= 6:
+        return "date"
+    return "entity"
+
+
+def _answer_objects(given: list) -> list[dict]:
+    """Plain-string answers as ``{type, text}`` objects: the first string's type is the answer's."""
+    kind = next((answer_kind(a) for a in given if isinstance(a, str)), "entity")
+    return [{"type": kind, "text": a, "aliases": []} if isinstance(a, str) else a for a in given]
+
+
 def _read_answer(origin: str, question: Any, given: Any, lang: str, problems: list[str]) -> _Answer | str:
     """The usable answer, or the reason to skip it ("" after recording a malformed record)."""
-    if given is None or given == []:
+    if given is None or given == [] or (isinstance(given, list) and given[0] == NO_ANSWER):
         return "unanswerable"
-    if not isinstance(given, list) or not all(isinstance(a, dict) for a in given):
-        problems.append(f"{origin}: field 'answers' for {lang!r} must be a list of {{type, text, aliases}} objects "
-                        f"(got {given!r:.80})")
+    if not isinstance(given, list) or not all(isinstance(a, (dict, str)) for a in given):
+        problems.append(f"{origin}: field 'answers' for {lang!r} must be a list of answer strings or "
+                        f"{{type, text, aliases}} objects (got {given!r:.80})")
         return ""
+    given = _answer_objects(given)
     kinds = [MKQA_TYPES[k] if isinstance(k, int) and 0 <= k < len(MKQA_TYPES) else k
              for k in (a.get("type") for a in given)]
     text = given[0].get("text")

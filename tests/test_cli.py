@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from illusion.data import load_items
+from illusion.errors import DataError
 from tiny import item, write_items
 
 
@@ -24,14 +28,103 @@ def test_validate_lists_every_problem(tmp_path):
     write_items(tmp_path, [
         item("q1", "en", "Capital of France?", "Paris", ["Lyon", "Nice", "Paris"]),
         item("q2", "en", "Capital of Italy?", "Rome", ["Milan", "Turin", "Naples"]),
-        item("q1", "fr", "Capitale de la France ?", "Paris", ["Lyon", "Nice", "Brest"]),
+        item("q3", "fr", "Capitale de l'Italie ?", "Rome", ["Milan", "Turin", "Naples"]),
+        item("q2", "fr", "Capitale de l'Italie ?", "Rome", ["Milan", "Turin", "Rome"]),
     ])
     result = run("validate", str(tmp_path))
     assert result.returncode == 1
     out = result.stdout
+    # the row problems of every file, not only the first file's
     assert "en.jsonl:1: field 'distractors' entry 'Paris' matches the gold form 'Paris'" in out
-    assert "fr.jsonl: ids q2 are missing" in out
-    assert "2 problem(s)" in out
+    assert "fr.jsonl:2: field 'distractors' entry 'Rome' matches the gold form 'Rome'" in out
+    # ids whose rows are invalid still count as present: q1 and q2 are not reported missing
+    assert "1 of 3 ids missing for 'en' (q3)" in out and "1 of 3 ids missing for 'fr' (q1)" in out
+    assert "4 problem(s)" in out
+
+
+def test_validate_prints_every_problem_not_only_the_first_twenty(tmp_path):
+    write_items(tmp_path, [item(f"q{n}", "en", "", "Paris", ["Lyon", "Nice", "Brest"]) for n in range(25)])
+    result = run("validate", str(tmp_path))
+    assert result.returncode == 1
+    assert all(f"en.jsonl:{n + 1}: field 'question' must be a non-empty string" in result.stdout for n in range(25))
+    assert "25 problem(s)" in result.stdout and "more" not in result.stdout
+
+
+# --- validate and the suite read a dataset through the same loaders: same problems, same words ---
+
+GOOD = [item("q1", "en", "Capital of France?", "Paris", ["Lyon", "Nice", "Brest"]),
+        item("q2", "en", "Capital of Italy?", "Rome", ["Milan", "Turin", "Naples"])]
+
+
+def empty_language(tmp_path):
+    write_items(tmp_path / "data", GOOD)
+    (tmp_path / "data" / "fr.jsonl").write_text("\n")
+    return tmp_path / "data", "fr.jsonl: no items"
+
+
+def only_an_empty_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "en.jsonl").write_text("")
+    return tmp_path / "data", "en.jsonl: no items"
+
+
+def unaligned(tmp_path):
+    write_items(tmp_path / "data", [*GOOD, {**GOOD[0], "lang": "fr", "question": "Capitale de la France ?"}])
+    return tmp_path / "data", "fr.jsonl: 1 of 2 ids missing for 'fr' (q2)"
+
+
+def csv_with_bad_json_list(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text('id,lang,question,answer,aliases,distractors,type\n'
+                    'q1,en,Capital of France?,Paris,,"[""Lyon"",""Nice"",""Brest""]",place\n'
+                    'q2,en,Capital of Italy?,Rome,"[""Roma""","[""Milan"",""Turin"",""Naples""]",place\n',
+                    encoding="utf-8")
+    return path, f"{path}:3: column 'aliases' is not a JSON list"
+
+
+def parquet_with_text_lists(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "items.parquet"
+    pq.write_table(pa.Table.from_pylist([{**GOOD[0], "aliases": [], "distractors": "Lyon, Nice, Brest"}]), path)
+    return path, f"{path}:1: field 'distractors' must be a list of non-empty strings (got 'Lyon, Nice, Brest')"
+
+
+@pytest.mark.parametrize("make", [empty_language, only_an_empty_file, unaligned, csv_with_bad_json_list,
+                                  parquet_with_text_lists])
+def test_validate_and_the_suite_report_the_same_problem(tmp_path, make):
+    path, problem = make(tmp_path)
+    result = run("validate", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert problem in result.stdout and "problem(s)" in result.stdout
+    assert "one JSON object per line" not in result.stdout and "UTF-8" not in result.stdout
+    notes: list[str] = []
+    try:
+        load_items(str(path), note=notes.append)
+    except DataError as exc:
+        said = str(exc)
+    else:
+        said = "\n".join(notes)  # the suite runs, and says so in a progress line
+    assert problem in said
+    line = next(line for line in result.stdout.splitlines() if problem in line)
+    assert line in said.splitlines()  # word for word
+
+
+def test_validate_accepts_every_dataset_form_the_suite_does(tmp_path):
+    rows = [{**row, "type": "place"} for row in GOOD]
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    mkqa = tmp_path / "mkqa.jsonl"
+    mkqa.write_text("".join(json.dumps({"id": str(n), "lang": lang, "question": f"{lang} question {n}?",
+                                        "answers": [{"type": "number", "text": str(n * 7)}]}) + "\n"
+                            for lang in ("en", "fr") for n in range(1, 6)))
+    for spec in (str(jsonl), f"mkqa:{mkqa}"):
+        result = run("validate", spec)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines()[-1] == f"ok: {spec}"
+    missing = run("validate", str(tmp_path / "nope.csv"))
+    assert missing.returncode == 1 and "no such file; accepted forms:" in missing.stdout
 
 
 def test_prune_writes_a_checkpoint_plain_transformers_loads(tiny_dir, tmp_path):

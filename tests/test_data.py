@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -64,6 +65,32 @@ def test_missing_language_and_bad_paths_are_clear(tmp_path):
         load_items(tmp_path / "nope")
 
 
+def test_problems_of_every_language_file_are_listed_at_once(tmp_path):
+    write_lines(tmp_path / "en.jsonl", [{**GOOD, "question": ""}])
+    write_lines(tmp_path / "fr.jsonl", [{**GOOD, "lang": "fr", "answer": ""}])
+    (tmp_path / "de.jsonl").write_text("\n")
+    with pytest.raises(DataError) as info:
+        load_items(tmp_path)
+    text = str(info.value)
+    assert text.startswith("3 problem(s)")
+    assert "en.jsonl:1: field 'question'" in text and "fr.jsonl:1: field 'answer'" in text
+    assert f"{tmp_path / 'de.jsonl'}: no items" in text
+
+
+def test_unaligned_ids_are_noted_per_language_among_the_chosen_languages(tmp_path):
+    rows = [{**GOOD, "id": f"q{n}", "lang": lang} for lang in ("en", "de") for n in (1, 2, 3)]
+    write_lines(tmp_path / "en.jsonl", rows[:3])
+    write_lines(tmp_path / "de.jsonl", rows[3:])
+    write_lines(tmp_path / "fr.jsonl", [{**GOOD, "lang": "fr"}])
+    notes: list[str] = []
+    items = load_items(tmp_path, note=notes.append)
+    assert len(items) == 7  # the suite still runs every item
+    assert notes == [f"{tmp_path / 'fr.jsonl'}: 2 of 3 ids missing for 'fr' (q2, q3); "
+                     "every language must hold the same ids"]
+    notes.clear()
+    assert len(load_items(tmp_path, langs=["en", "de"], note=notes.append)) == 6 and notes == []
+
+
 def make(ids, lang):
     return [Item(id=i, lang=lang, question="q?", answer="a", aliases=(), distractors=("b", "c", "d"), type="entity")
             for i in ids]
@@ -88,3 +115,20 @@ def test_shipped_starter_set_is_aligned_and_valid():
         by_lang.setdefault(it.lang, []).append(it.id)
     assert all(len(ids) >= 40 for ids in by_lang.values())
     assert len({tuple(ids) for ids in by_lang.values()}) == 1
+
+
+def test_the_suite_prints_the_unaligned_ids_as_a_progress_line(pytester, tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "qa").mkdir()
+    write_lines(tmp_path / "qa" / "en.jsonl", [GOOD, {**GOOD, "id": "q2"}])
+    write_lines(tmp_path / "qa" / "fr.jsonl", [{**GOOD, "lang": "fr"}])
+    suite = Path(__file__).resolve().parent.parent / "illusion_tests" / "test_consistency.py"
+    pytester.makeini("[pytest]\n")
+    pytester.mkpydir("illusion_tests")
+    pytester.path.joinpath("illusion_tests", "test_consistency.py").write_text(suite.read_text())
+    result = pytester.runpytest_subprocess("illusion_tests", "--collect-only", "-q", "--illusion-model", str(tiny_dir),
+                                           "--illusion-dataset", str(tmp_path / "qa"))
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    notes: list[str] = []
+    load_items(tmp_path / "qa", note=notes.append)
+    assert notes and f"[illusion] {notes[0]}" in result.stderr.str()

@@ -94,7 +94,9 @@ def test_bad_csv_rows_name_file_row_and_field(tmp_path):
     message = str(err.value)
     assert message.startswith("2 problem(s)")  # every bad row, not just the first
     assert f"{spec}:3: field 'question' must be a non-empty string" in message
-    assert f"{spec}:4: field 'distractors' must be a list of non-empty strings (got 'Lyon')" in message
+    # a CSV cell holds a list as JSON: the problem names the column, the JSON error and the fix
+    assert f"{spec}:4: column 'distractors' is not a JSON list (Expecting value at character 1 of 'Lyon')" in message
+    assert 'write the cell as a JSON list of strings, e.g. ["Lyon", "Nice", "Brest"]' in message
 
 
 def test_jsonl_that_arrow_cannot_type_still_names_the_line(tmp_path):
@@ -289,6 +291,93 @@ def test_mkqa_malformed_records_list_every_problem(tmp_path):
     assert f"{path}:2: field 'example_id' is missing" in message
     assert f"{path}:3: field 'answers' for 'en' must be a list" in message
     assert f"{path}:4: not an MKQA record" in message
+
+
+# MKQA as the MIA 2022 shared task ships it: one mkqa-<lang>.jsonl per language, one record per
+# question, ``answers`` a list of plain strings, the language a suffix of the id.
+MIA = {  # id: (question, type the answer text implies, {lang: answers})
+    "-1002689427646740593": ("who was the first president of india", "entity", {
+        "en": ["Rajendra Prasad", "Dr. Rajendra Prasad"], "es": ["Rajendra Prasad"],
+        "ja": ["ラージェーンドラ・プラサード"], "zh_cn": ["拉金德拉·普拉萨德"]}),
+    "4174294807029812925": ("capital of new mexico", "entity", {
+        "en": ["Santa Fe"], "es": ["Santa Fe"], "ja": ["サンタフェ"], "zh_cn": ["圣菲"]}),
+    "-4541286593031074150": ("first man on the moon", "entity", {
+        "en": ["Neil Armstrong"], "es": ["Neil Armstrong"], "ja": ["ニール・アームストロング"], "zh_cn": ["尼尔·阿姆斯特朗"]}),
+    "-3604772607148737163": ("who wrote the grapes of wrath", "entity", {
+        "en": ["John Steinbeck"], "es": ["John Steinbeck"], "ja": ["ジョン・スタインベック"], "zh_cn": ["约翰·斯坦贝克"]}),
+    "-6802534628745605728": ("total number of death row inmates in the us", "number", {
+        "en": ["2,718"], "es": ["2.718"], "ja": ["2,718"], "zh_cn": ["2718"]}),
+    "5221379190316893203": ("how many bones in an adult body", "number", {
+        lang: ["206"] for lang in ("en", "es", "ja", "zh_cn")}),
+    "-7760465617233290001": ("how many states in the us", "number", {
+        lang: ["50"] for lang in ("en", "es", "ja", "zh_cn")}),
+    "866109962367101234": ("how many players on a soccer team", "number", {
+        lang: ["11"] for lang in ("en", "es", "ja", "zh_cn")}),
+    "3401337839512212231": ("when did india become a republic", "date", {
+        "en": ["26 January 1950"], "es": ["26 de enero de 1950"], "ja": ["1950年1月26日"], "zh_cn": ["1950年1月26日"]}),
+    "-2250148262931958452": ("when did world war 2 end", "date", {
+        "en": ["1945"], "es": ["1945"], "ja": ["1945年"], "zh_cn": ["1945年"]}),
+    "7015489326508321774": ("when did man land on the moon", "date", {
+        "en": ["July 20, 1969"], "es": ["20 de julio de 1969"], "ja": ["1969年7月20日"], "zh_cn": ["1969年7月20日"]}),
+    "-5529032281911386510": ("when did the berlin wall fall", "date", {
+        "en": ["9 November 1989"], "es": ["9 de noviembre de 1989"], "ja": ["1989年11月9日"],
+        "zh_cn": ["1989年11月9日"]}),
+    "-8484496945095191237": ("what is the meaning of life", None, {
+        lang: ["No Answer"] for lang in ("en", "es", "ja", "zh_cn")}),
+}
+
+
+@pytest.fixture
+def mia(tmp_path) -> str:
+    for lang in ("en", "es", "ja", "zh_cn"):
+        write_jsonl(tmp_path / f"mkqa-{lang}.jsonl", [
+            {"id": f"{ident}_{lang}", "lang": lang, "question": f"{question} ({lang})", "answers": answers[lang],
+             "split": "dev", "source": "mkqa"} for ident, (question, _, answers) in MIA.items()])
+    return f"mkqa:{tmp_path}"
+
+
+def test_mkqa_as_the_mia_shared_task_ships_it(mia):
+    items, report = load_source_with_report(mia, langs=None)
+    got = by_key(items)
+    answered = [ident for ident, (_, kind, _) in MIA.items() if kind]
+    # every answered question, in every language, under the id without its language suffix
+    assert set(got) == {f"{lang}-{ident}" for ident in answered for lang in ("en", "es", "ja", "zh")}
+    assert report.skipped == {"unanswerable": 4}  # "No Answer", as the shared task's scorer skips it
+    for ident in answered:
+        question, kind, answers = MIA[ident]
+        for lang, given in answers.items():
+            item = got[f"{'zh' if lang == 'zh_cn' else lang}-{ident}"]
+            assert (item.question, item.answer, item.aliases) == (f"{question} ({lang})", given[0], tuple(given[1:]))
+            assert item.type == kind  # inferred from the answer text: a number, a date, else an entity
+            picked = report.distractor_ids[ident]
+            assert len(picked) == 3 and ident not in picked and all(MIA[other][1] == kind for other in picked)
+            assert item.distractors == tuple(got[f"{item.lang}-{other}"].answer for other in picked)
+
+
+def test_mkqa_numeric_ids_align_whatever_language_suffix_they_carry(tmp_path):
+    """MIA's surprise-language rows (lang 'tl') keep the English suffix: ``234131699687376880_en``."""
+    rows = [{"id": f"{n}_en", "lang": lang, "question": f"{lang} {n}?", "answers": [str(n % 97)]}
+            for lang in ("en", "tl") for n in (-234131699687376880, 7482564272125559552, 11, 12)]
+    items = load_source(f"mkqa:{write_jsonl(tmp_path / 'mia.jsonl', rows)}", langs=None)
+    assert {i.key for i in items} == {f"{lang}-{row['id'][:-3]}" for lang in ("en", "tl") for row in rows}
+
+
+def test_mkqa_plain_string_answers_in_the_nested_form_too(tmp_path):
+    records = [record(n, {"en": f"number {n}", "fr": f"nombre {n}"}, {"en": [str(n)], "fr": [str(n)]})
+               for n in range(1, 5)]
+    items = load_source(f"mkqa:{write_jsonl(tmp_path / 'n.jsonl', records)}", langs=None)
+    assert len(items) == 8 and {i.type for i in items} == {"number"}
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("Rajendra Prasad", "entity"), ("206", "number"), ("2,718", "number"), ("1.5", "number"), ("-40", "number"),
+    ("1945", "date"), ("1945年", "date"), ("26 January 1950", "date"), ("July 20, 1969", "date"),
+    ("20 de julio de 1969", "date"), ("9. November 1989", "date"), ("1989-11-09", "date"),
+    ("1989年11月9日", "date"), ("9 ноября 1989", "date"), ("Windows 2000", "entity"), ("Apollo 11", "entity"),
+    ("Blink-182", "entity"), ("Maroon 5", "entity"),
+])
+def test_answer_type_of_a_plain_string(text, kind):
+    assert sources.answer_kind(text) == kind
 
 
 WORDS = st.sampled_from("alpha beta gamma delta omega sigma kappa theta zeta iota".split())
