@@ -266,7 +266,8 @@ class ResultStore:
                 try:
                     found[item.key] = ItemResult(**_decode(json.loads(row[0])))
                 except (ValueError, TypeError, KeyError):
-                    self.warn(f"results store {self.path}: unreadable entry for {item.key}; recomputing it")
+                    self._say("entry", f"results store {self.path}: unreadable entry for {item.key} (said once, "
+                              "for any others too); recomputing it")
         except sqlite3.DatabaseError as exc:
             self._failed(exc, "read")
             return {}

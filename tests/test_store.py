@@ -67,6 +67,19 @@ def test_corrupted_store_is_moved_aside_and_rebuilt(tmp_path, content):
     assert list(tmp_path.glob("r.sqlite3.corrupt-*"))
 
 
+def test_unreadable_entries_are_recomputed_and_said_once(tmp_path):
+    path = tmp_path / "r.sqlite3"
+    rows = _batch("q", 3)
+    ResultStore(path).put("m", "c", rows)
+    with sqlite3.connect(path) as db:  # damage no page can show: the payloads themselves
+        db.execute("UPDATE results SET payload = '{\"not\": \"a result\"}'")
+    db.close()
+    warnings: list[str] = []
+    store = ResultStore(path, warn=warnings.append)
+    assert store.get("m", "c", [item for item, _ in rows]) == {}
+    assert len(warnings) == 1 and "unreadable entry" in warnings[0], warnings
+
+
 def filled_store(path: Path, size: int = 600) -> list[Item]:
     """A real store with ``size`` results (a few hundred KB), closed, so its WAL is checkpointed."""
     rows = _batch("q", size)
