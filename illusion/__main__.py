@@ -45,16 +45,21 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
-    """Inspect or clear the results store under $ILLUSION_CACHE."""
+    """Inspect or clear the results store under $ILLUSION_CACHE. ``info`` only reads (with an
+    integrity check) and fails on a damaged or foreign file; ``clear`` moves such a file aside."""
     from .models import cache_root
-    from .store import ResultStore
+    from .store import ResultStore, StoreError, inspect_store
 
-    store = ResultStore(cache_root() / "results.sqlite3", warn=lambda msg: print(msg, file=sys.stderr))
+    path = cache_root() / "results.sqlite3"
     if args.action == "clear":
+        store = ResultStore(path, warn=lambda msg: print(msg, file=sys.stderr))
         print(f"removed {store.clear()} results from {store.path}")
-    else:
-        info = store.info()
-        print(f"{info['path']}: {info['results']} results for {info['models']} model(s), {info['bytes']} bytes")
+        return 0
+    info = inspect_store(path)
+    if info["problem"]:
+        raise StoreError(f"results store {path} {info['problem']}: {info['fix']}")
+    mode = " (read-only: results are read, not stored)" if info["mode"] == "read-only" else ""
+    print(f"{info['path']}: {info['results']} results for {info['models']} model(s), {info['bytes']} bytes{mode}")
     return 0
 
 

@@ -250,3 +250,36 @@ def test_cache_info_and_clear(tmp_path, monkeypatch):
     assert "1 results for 1 model(s)" in run("cache", "info").stdout
     assert "removed 1 results" in run("cache", "clear").stdout
     assert "0 results" in run("cache", "info").stdout
+
+
+def test_cache_info_reports_a_damaged_store_and_clear_replaces_it(tmp_path, monkeypatch):
+    from test_store import damage, filled_store
+
+    monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path))
+    path = tmp_path / "results.sqlite3"
+    filled_store(path)
+    damage(path, "results table")
+    before = path.read_bytes()
+    info = run("cache", "info")
+    assert info.returncode == 2 and "damaged" in info.stderr, info
+    assert "python -m illusion cache clear" in info.stderr and "delete" in info.stderr
+    assert path.read_bytes() == before and not list(tmp_path.glob("*.corrupt-*"))  # info only looks
+    cleared = run("cache", "clear")
+    assert cleared.returncode == 0 and "moved it to" in cleared.stderr, cleared
+    assert list(tmp_path.glob("results.sqlite3.corrupt-*"))
+    after = run("cache", "info")
+    assert after.returncode == 0 and "0 results for 0 model(s)" in after.stdout, after
+
+
+def test_cache_info_reports_a_foreign_file_without_touching_it(tmp_path, monkeypatch):
+    import sqlite3
+
+    monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path))
+    path = tmp_path / "results.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    db.close()
+    before = path.read_bytes()
+    info = run("cache", "info")
+    assert info.returncode == 2 and "not a results store" in info.stderr and "users" in info.stderr, info
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite3"]

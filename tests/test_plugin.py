@@ -255,6 +255,19 @@ def test_warm_rerun_reads_the_store_and_loads_no_model(suite, pytester, world, m
     assert "loading " in uncached.stdout.str() + uncached.stderr.str()
 
 
+def test_a_damaged_store_is_replaced_once_and_the_run_goes_on(suite, pytester, monkeypatch):
+    from test_store import damage
+
+    monkeypatch.setenv("ILLUSION_CACHE", str(pytester.path / "damaged-cache"))
+    cold = suite("-k", "fr-")
+    damage(pytester.path / "damaged-cache" / "results.sqlite3", "results table")
+    rerun = suite("-k", "fr-")
+    assert rerun.parseoutcomes() == cold.parseoutcomes()  # not one ERROR from the store
+    text = rerun.stdout.str() + rerun.stderr.str()
+    assert text.count("moved it to") == 1 and "malformed" in text and "Traceback" not in text
+    assert "results from the store" not in text  # nothing read from the damaged file: all recomputed
+
+
 def test_language_gate_ids_messages_and_options(suite, pytester):
     suite.add("test_languages.py")
     ids = {line.strip() for line in suite("--collect-only", "-q").outlines if "test_language_gate" in line}
