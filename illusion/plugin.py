@@ -105,7 +105,8 @@ def _ini_path(name: str, value: str, ini_dir: Path) -> str:
 
     The command line's paths stay relative to the current directory. A builtin model name or a hub id
     (``org/name``, which looks like a relative path) is kept unless that path exists next to the ini
-    file; ``hf:`` datasets are ids; ``mkqa:PATH`` resolves its path part; a report directory always resolves.
+    file; ``hf:`` datasets are ids; ``mkqa:PATH`` resolves its path part (a hub id unless it exists);
+    a report directory and a plain dataset path always resolve (an error then names the full path).
     """
     from .models import BUILTINS
 
@@ -114,7 +115,8 @@ def _ini_path(name: str, value: str, ini_dir: Path) -> str:
     if value in BUILTINS or value.startswith("hf:") or path.is_absolute():
         return value
     resolved = ini_dir / path
-    return prefix + str(resolved) if name == "report" or resolved.exists() else value
+    always = name == "report" or (name == "dataset" and not prefix)
+    return prefix + str(resolved) if always or resolved.exists() else value
 
 
 def run_config(config: pytest.Config):
