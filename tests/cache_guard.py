@@ -57,8 +57,9 @@ class CacheGuard:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         shown = found[:20] + ([f"... and {len(found) - 20} more"] if len(found) > 20 else [])
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = ("the user's illusion cache changed while the tests ran (tests must use a temporary "
-                   "ILLUSION_CACHE; see tests/conftest.py):\n  " + "\n  ".join(shown))
+        message = ("the user's illusion cache changed while the tests ran: tests must use a temporary "
+                   "ILLUSION_CACHE (tests/conftest.py); if another program used that cache meanwhile "
+                   "(make demo, another pytest), rerun without it:\n  " + "\n  ".join(shown))
         if reporter:
             reporter.write_line("ERROR " + message, red=True, bold=True)
         else:
