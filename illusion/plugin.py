@@ -79,6 +79,8 @@ def _option(config: pytest.Config, name: str) -> Any:
     value = config.getoption(dest)
     if value is None:
         value = config.getini(dest)
+        if name in INI_PATHS and value and config.inipath is not None:
+            value = _ini_path(name, str(value).strip(), config.inipath.parent)
     if value in (None, ""):
         return default
     if kind is float:
@@ -96,6 +98,28 @@ def _option(config: pytest.Config, name: str) -> Any:
             raise ConfigError(f"--illusion-{name} {number}: must be {'>= 0' if zero_ok else '>= 1'}")
         return number
     return str(value).strip()
+
+
+INI_PATHS = ("model", "reference", "dataset", "report")  # path options an ini file may give relative
+
+
+def _ini_path(name: str, value: str, ini_dir: Path) -> str:
+    """A relative path from an ini file, against the ini file's directory (as pytest's own path options).
+
+    The command line's paths stay relative to the current directory. A builtin model name or a hub id
+    (``org/name``, which looks like a relative path) is kept unless that path exists next to the ini
+    file; ``hf:`` datasets are ids; ``mkqa:PATH`` resolves its path part (a hub id unless it exists);
+    a report directory and a plain dataset path always resolve (an error then names the full path).
+    """
+    from .models import BUILTINS
+
+    prefix = "mkqa:" if name == "dataset" and value.startswith("mkqa:") else ""
+    path = Path(value[len(prefix):]).expanduser()
+    if value in BUILTINS or value.startswith("hf:") or path.is_absolute():
+        return value
+    resolved = ini_dir / path
+    always = name == "report" or (name == "dataset" and not prefix)
+    return prefix + str(resolved) if always or resolved.exists() else value
 
 
 def run_config(config: pytest.Config):

@@ -1,6 +1,10 @@
-"""Shared fixtures: tiny random Llama checkpoints, saved and reloaded through from_pretrained."""
+"""Shared fixtures: tiny random Llama checkpoints, saved and reloaded through from_pretrained;
+and the isolation of every test from the user's own illusion cache and home directory."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -11,9 +15,58 @@ import pytest
 import torch.distributed.tensor  # noqa: F401,E402
 from transformers import AutoModelForCausalLM, GenerationMixin, LlamaForCausalLM  # noqa: F401,E402
 
+from cache_guard import CacheGuard
 from tiny import build_model_dir
 
 pytest_plugins = ["pytester"]
+
+# The user's caches, read before any fixture points HOME or ILLUSION_CACHE elsewhere. No test may
+# create or change anything under them; the session fails if one does (cache_guard.py).
+USER_CACHES = [Path.home() / ".cache" / "illusion", *filter(None, [os.environ.get("ILLUSION_CACHE")])]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the xdist controller (or a plain run) checks once, at the end
+        config.pluginmanager.register(CacheGuard([Path(p).expanduser().absolute() for p in USER_CACHES]),
+                                      "illusion-user-cache-guard")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory):
+    """HOME and ILLUSION_CACHE in a temporary directory for the whole session, session fixtures included
+    (the tiny model's loader writes file digests to the cache), and for every subprocess the tests start."""
+    root = tmp_path_factory.mktemp("isolated")
+    (root / "home").mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(root / "home"))
+        patch.setenv("ILLUSION_CACHE", str(root / "session-cache"))
+        yield root
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test starts with its own empty ILLUSION_CACHE (tests that share one set it themselves)."""
+    cache = tmp_path_factory.mktemp("cache") / "illusion"
+    monkeypatch.setenv("ILLUSION_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One ILLUSION_CACHE per test session for the expensive artefacts (the converted SmolLM2, the
+    pruned Wanda 50% model), shared by the session's xdist workers, whose own temporary directories
+    sit side by side under the session's: whichever worker needs it first converts SmolLM2 under the
+    lock, the other waits and reuses it. Tests that check cache behaviour use their own cache."""
+    from filelock import FileLock
+
+    from illusion.models import converted_gguf_dir, parse_spec
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "illusion-shared-cache"
+    with FileLock(str(root) + ".lock"), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ILLUSION_CACHE", str(root))
+        converted_gguf_dir(parse_spec("smollm2-135m"))
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -283,3 +283,34 @@ def test_cache_info_reports_a_foreign_file_without_touching_it(tmp_path, monkeyp
     info = run("cache", "info")
     assert info.returncode == 2 and "not a results store" in info.stderr and "users" in info.stderr, info
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite3"]
+
+
+def test_cli_runs_in_the_tests_private_cache(tmp_path_factory, monkeypatch):
+    """tests/conftest.py points ILLUSION_CACHE and HOME into the session's temporary directory for
+    every test, and the subprocesses a test starts inherit both: no test reaches the user's cache."""
+    base = str(tmp_path_factory.getbasetemp())
+    assert run("cache", "info").stdout.startswith(base)
+    monkeypatch.delenv("ILLUSION_CACHE")  # then the default, ~/.cache/illusion, must be under a temporary HOME
+    assert run("cache", "info").stdout.startswith(base)
+
+
+@pytest.mark.parametrize("test_body, exit_code", [
+    ("pathlib.Path(GUARDED, 'results.sqlite3').read_text()", pytest.ExitCode.OK),
+    ("pathlib.Path(GUARDED, 'models').mkdir()", pytest.ExitCode.TESTS_FAILED),
+    ("pathlib.Path(GUARDED, 'results.sqlite3').write_text('y')", pytest.ExitCode.TESTS_FAILED),
+])
+def test_cache_guard_fails_a_session_that_changes_the_user_cache(pytester, test_body, exit_code):
+    """The guard tests/conftest.py puts on the user's cache: reading is fine, any change fails the run."""
+    guarded = pytester.mkdir("user-cache")
+    (guarded / "results.sqlite3").write_text("x")
+    pytester.makeconftest(f"""
+from cache_guard import CacheGuard
+
+def pytest_configure(config):
+    config.pluginmanager.register(CacheGuard([{str(guarded)!r}]), "guard")
+""")
+    pytester.makepyfile(test_touch=f"import pathlib\nGUARDED = {str(guarded)!r}\n\n"
+                                   f"def test_touch():\n    {test_body}\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == exit_code, result.stdout.str()
+    assert ("the user's illusion cache changed while the tests ran" in result.stdout.str()) == bool(exit_code)

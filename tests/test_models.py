@@ -67,10 +67,14 @@ def test_pickled_weights_are_refused(tiny_dir, tmp_path):
         load_model(parse_spec(str(copy)), dtype="float32", device="cpu")
 
 
-def test_loaded_model_is_eval_with_fingerprint_and_dtype(tiny_dir):
-    loaded = load_model(parse_spec(str(tiny_dir)), dtype="bf16", device="cpu")
-    assert not loaded.model.training and loaded.dtype == "bfloat16"
-    assert next(loaded.model.parameters()).dtype.is_floating_point
+@pytest.mark.parametrize("requested, expected", [("bf16", "bfloat16"), ("float32", "float32")])
+def test_loaded_model_is_eval_with_fingerprint_and_dtype(tiny_dir, requested, expected):
+    import torch
+
+    loaded = load_model(parse_spec(str(tiny_dir)), dtype=requested, device="cpu")
+    assert not loaded.model.training and loaded.dtype == expected
+    # The weights themselves, not the label: float32 weights under a "bfloat16" label must fail.
+    assert {p.dtype for p in loaded.model.parameters()} == {getattr(torch, expected)}
     assert loaded.fingerprint == directory_fingerprint(tiny_dir)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,55 @@ def test_language_gate_ids_messages_and_options(suite, pytester):
     for bad, name in (("2", "--illusion-alpha"), ("x", "--illusion-alpha")):
         bad_run = suite("-k", "gate", "--illusion-alpha", bad)
         assert bad_run.ret == pytest.ExitCode.USAGE_ERROR and name in bad_run.stderr.str()
+
+
+# --- relative paths: an ini file's against the ini file's directory, the command line's against the cwd -----
+
+@pytest.fixture
+def project(pytester, world, monkeypatch):
+    """A project root (pytester.path) with the suite, two checkpoints and a dataset; the test runs from root/sub."""
+    root = pytester.path
+    for side in ("cand", "ref"):
+        shutil.copytree(world[side], root / "models" / side)
+    shutil.copytree(world["data"], root / "qa")
+    pytester.mkpydir("illusion_tests")
+    root.joinpath("illusion_tests", "test_consistency.py").write_text(SUITE.read_text())
+    monkeypatch.chdir(pytester.mkdir("sub"))
+    return root
+
+
+def test_ini_paths_resolve_against_the_ini_files_directory(project, pytester):
+    pytester.makeini("[pytest]\nillusion_model = models/cand\nillusion_reference = ./models/ref\n"
+                     "illusion_dataset = qa\nillusion_report = out\nillusion_dtype = float32\n")
+    result = pytester.runpytest(str(project / "illusion_tests"), "-k", "en-", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1, xfailed=1)  # the designed candidate against its reference
+    config = json.loads((project / "out" / "report.json").read_text())["config"]
+    assert not (project / "sub" / "out").exists()
+    assert Path(config["model"]) == project / "models" / "cand" and Path(config["dataset"]) == project / "qa"
+
+
+def test_command_line_paths_resolve_against_the_current_directory(project, pytester):
+    pytester.makeini("[pytest]\nillusion_model = models/ref\nillusion_report = out\n")  # the command line wins
+    result = pytester.runpytest(str(project / "illusion_tests"), "-k", "en-", "-p", "no:cacheprovider",
+                                "--illusion-model", "../models/cand", "--illusion-reference", "../models/ref",
+                                "--illusion-dataset", "../qa", "--illusion-report", "here",
+                                "--illusion-dtype", "float32")
+    result.assert_outcomes(passed=1, failed=1, xfailed=1)
+    assert (project / "sub" / "here" / "report.json").is_file() and not (project / "out").exists()
+
+
+def test_ini_mkqa_path_resolves_and_hub_ids_stay_as_given(project, pytester):
+    import gzip
+
+    from test_sources import MKQA
+
+    (project / "data").mkdir()
+    with gzip.open(project / "data" / "mkqa.jsonl.gz", "wt", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in MKQA))
+    pytester.makeini("[pytest]\nillusion_model = org/name\nillusion_dataset = mkqa:data/mkqa.jsonl.gz\n")
+    collected = pytester.runpytest(str(project / "illusion_tests"), "--collect-only", "-q", "-p", "no:cacheprovider")
+    assert collected.ret == pytest.ExitCode.OK, collected.stdout.str()
+    assert any("test_mc_implies_generation[en-" in line for line in collected.outlines)
+    run = pytester.runpytest(str(project / "illusion_tests"), "-k", "en-", "-p", "no:cacheprovider")
+    assert run.ret == pytest.ExitCode.USAGE_ERROR  # offline: the hub id is tried as a hub id, not as a path
+    assert "model spec 'org/name': could not download" in run.stdout.str() + run.stderr.str()

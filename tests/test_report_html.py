@@ -12,7 +12,6 @@ import base64
 import hashlib
 import html
 import json
-import os
 import re
 import shutil
 import struct
@@ -36,9 +35,6 @@ from tiny import write_items
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "illusion_tests" / "test_consistency.py"
-# The user's results store and converted-model cache, resolved before pytester points HOME elsewhere:
-# the model's answers are computed once per machine (minutes on a busy 2-core CPU) and reused after.
-USER_CACHE = os.environ.get("ILLUSION_CACHE") or str(Path.home() / ".cache" / "illusion")
 HOSTILE_QUESTION = ("What is <script>document.body.setAttribute('data-pwned','2')</script>"
                     "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\"> the capital of Italy?")
 HOSTILE_GENERATION = "a | b `code` <b>bold</b> & **loud** @octocat https://evil.example"
@@ -435,10 +431,10 @@ DRIVER_JS = """
 """
 
 
-def test_real_report_in_chromium(chromium, pytester, monkeypatch, tmp_path):
+def test_real_report_in_chromium(chromium, pytester, monkeypatch, tmp_path, shared_cache):
     """The acceptance check: the real plugin's report for the real SmolLM2, opened in headless Chromium."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("ILLUSION_CACHE", USER_CACHE)
+    monkeypatch.setenv("ILLUSION_CACHE", str(shared_cache))
     data = write_items(tmp_path / "qa", HOSTILE_ITEMS)
     pytester.makeini("[pytest]\n")
     pytester.mkpydir("illusion_tests")
@@ -471,21 +467,57 @@ def demo_args() -> list[str]:
     return re.search(r"^DEMO_ARGS \?= (.*)$", makefile, re.M).group(1).split()
 
 
-def test_make_demo_report_in_chromium(chromium, pytester, monkeypatch, tmp_path):
-    """`make demo`'s own run (its options, the three suite modules, the committed baselines):
-    its rank tests are green against the baselines, and its report.html renders in Chromium."""
+# The committed demo baselines were recorded on one CPU. float32 results on another kind of x86-64
+# CPU differ in the last bits (its matmul kernels sum in another order): a rank far down the
+# distribution can move a few positions (the tolerance absorbs that), and a greedy step or an MC
+# choice that sits on a near-tie can flip, changing an item's category (DEMO_FLIP_BUDGET absorbs a
+# few of those). A real regression moves far more items: the test's control applies the same rule
+# to the dense reference's records as the baseline and the pruned candidate's as the current ones.
+DEMO_RANK_TOLERANCE = 2
+DEMO_FLIP_BUDGET = 0.05  # of the demo's gold-rank tests
+
+
+def flip_budget(items: int) -> int:
+    return max(1, int(items * DEMO_FLIP_BUDGET))
+
+
+def rank_regressions(pairs: list[tuple[dict, dict]], tolerance: int) -> int:
+    """How many (baseline, current) rank records regressed under the snapshot tests' own rule."""
+    from illusion.snapshots import compare
+
+    return sum(compare("item", old, new, tolerance).regressed for old, new in pairs)
+
+
+def test_rank_regression_rule_counts_category_and_rank_losses():
+    both, demoted = {"category": "both", "gold_rank": 1}, {"category": "recognition_only", "gold_rank": 1}
+    far, farther = {"category": "neither", "gold_rank": 100}, {"category": "neither", "gold_rank": 121}
+    assert rank_regressions([(both, both), (far, {**far, "gold_rank": 120})], DEMO_RANK_TOLERANCE) == 0
+    assert rank_regressions([(both, demoted), (far, farther), (demoted, both)], DEMO_RANK_TOLERANCE) == 2
+    assert flip_budget(240) == 12 and flip_budget(10) == 1
+
+
+def test_make_demo_report_in_chromium(chromium, pytester, monkeypatch, tmp_path, shared_cache):
+    """`make demo`'s own run (its options, the three suite modules, the committed baselines): its rank
+    tests match the baselines within what another CPU can move, and its report.html renders in Chromium."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("ILLUSION_CACHE", USER_CACHE)
+    monkeypatch.setenv("ILLUSION_CACHE", str(shared_cache))
     pytester.makeini("[pytest]\n")
     pytester.mkpydir("illusion_tests")
     for module in ("test_consistency.py", "test_gold_rank.py", "test_languages.py"):
         pytester.path.joinpath("illusion_tests", module).write_text((SUITE.parent / module).read_text())
     shutil.copytree(ROOT / "snapshots", pytester.path / "snapshots")
-    run = pytester.runpytest("illusion_tests", *demo_args(), "--illusion-report", "out", "-p", "no:cacheprovider")
+    run = pytester.runpytest("illusion_tests", *demo_args(), "--illusion-rank-tolerance", str(DEMO_RANK_TOLERANCE),
+                             "--illusion-report", "out", "-p", "no:cacheprovider")
     assert run.ret == pytest.ExitCode.TESTS_FAILED, run.stdout.str()[-3000:]  # the illusions it exists to show
     report = json.loads((pytester.path / "out" / "report.json").read_text(encoding="utf-8"))
-    ranks = {lang: stats["tests"]["by_test"]["gold_rank"] for lang, stats in report["languages"].items()}
-    assert all(set(r) == {"passed"} for r in ranks.values()), ranks  # reproduces the committed baselines
+    ranks = [stats["tests"]["by_test"]["gold_rank"] for stats in report["languages"].values()]
+    assert sum(sum(r.values()) for r in ranks) == len(report["items"]), ranks  # one rank test per item ran
+    failed = [line for line in run.outlines if line.startswith("FAILED") and "test_gold_rank[" in line]
+    budget = flip_budget(len(report["items"]))
+    assert sum(r.get("failed", 0) for r in ranks) <= budget, "\n".join(failed)  # reproduces the baselines
+    # Control: the rule and budget do fail a material regression (dense -> Wanda 50%, from this run).
+    pairs = [(item["reference"], item["candidate"]) for item in report["items"]]
+    assert rank_regressions(pairs, DEMO_RANK_TOLERANCE) > budget
     dom_text, console = run_chromium(chromium, pytester.path / "out" / "report.html", tmp_path,
                                      screenshot=tmp_path / "demo.png")
     dom = Dom(dom_text)
