@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from .errors import ConfigError, IllusionError
+from .terminal import safe_text
 
 ITEM_PROPERTY = "illusion_item"
 SNAPSHOT_PROPERTY = "illusion_snapshot"
@@ -308,7 +309,8 @@ class GoldRankBaseline:
         try:
             baseline = read_set_file(path).get(item.key)
         except SnapshotFileError as exc:  # never overwritten, not even by --snapshot-update
-            pytest.fail(str(exc), pytrace=False)
+            # not pytest.fail here: it would chain the two ("During handling ...") and say it twice
+            raise pytest.fail.Exception(safe_text(exc, lines=True), pytrace=False) from None
         record = rank_record(verdict.candidate)
         if baseline is None and not (self.updating or self.recording_new):
             self._note(item, shown, "missing")
