@@ -125,21 +125,30 @@ def run_config(config: pytest.Config):
     return RunConfig(
         model=_option(config, "model"), reference=_option(config, "reference"), prune=prune,
         dataset=_option(config, "dataset"),
-        langs=_split_list(langs),
+        langs=_split_list(langs, "langs"),
         limit_per_lang=_option(config, "limit-per-lang"), report_dir=_option(config, "report"),
         rank_tolerance=_option(config, "rank-tolerance"), device=_option(config, "device"),
         dtype=_option(config, "dtype"), batch_size=_option(config, "batch-size"), seed=_option(config, "seed"),
         trust_remote_code=bool(trust), prompt_format=prompt_format,
         max_new_tokens=_option(config, "max-new-tokens"),
-        calibration_langs=_split_list(calibration_langs), calibration_samples=_option(config, "calibration-samples"),
+        calibration_langs=_split_list(calibration_langs, "calibration-langs"),
+        calibration_samples=_option(config, "calibration-samples"),
         calibration_seqlen=_option(config, "calibration-seqlen"),
         use_store=not (config.getoption("illusion_no_cache") or config.getini("illusion_no_cache")),
         snapshot_name=snapshot_name, alpha=alpha, max_illusion_rate=max_rate,
     )
 
 
-def _split_list(text: str | None) -> tuple[str, ...] | None:
-    return tuple(x.strip() for x in text.split(",") if x.strip()) or None if text else None
+def _split_list(text: str | None, option: str) -> tuple[str, ...] | None:
+    """``en, fr`` -> ("en", "fr"); None when the option is unset. A value that names no language
+    (``,``) is refused: read as unset, it would silently mean every language."""
+    if not text:
+        return None
+    values = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not values:
+        raise ConfigError(f"--illusion-{option} {text!r}: no language given; list languages like en,fr "
+                          "or leave the option out for all of them")
+    return values
 
 
 def _session(config: pytest.Config):

@@ -178,6 +178,8 @@ def without_floats(record: dict) -> dict:
     (("--illusion-batch-size", "many"), "--illusion-batch-size 'many': expected a whole number"),
     (("--illusion-langs", "en,xx"), "--illusion-langs asks for xx"),
     (("--illusion-prompt-format", "json"), "choose auto, chat or plain"),
+    (("--illusion-langs", ","), "--illusion-langs ',': no language given"),
+    (("--illusion-calibration-langs", ", ,"), "--illusion-calibration-langs ', ,': no language given"),
 ])
 def test_bad_options_are_usage_errors(suite, args, message):
     result = suite(*args)
