@@ -217,7 +217,7 @@ def _own_gpu(run, worker_id: str):
 def _say(config: pytest.Config, message: str, worker: str | None = None) -> None:
     """Progress on slow steps, shown even while pytest captures output (and by which xdist worker)."""
     capture = config.pluginmanager.getplugin("capturemanager")
-    line = f"[illusion{' ' + worker if worker else ''}] {message}"
+    line = safe_text(f"[illusion{' ' + worker if worker else ''}] {message}")
     if capture is None:
         print(line, file=sys.stderr)
         return
@@ -234,7 +234,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         config.stash[CONFIG_KEY] = run_config(config)  # validated once, before any collection
     except IllusionError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        raise pytest.UsageError(safe_text(exc, lines=True)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -258,7 +258,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """Runs after -k/-m deselection: remember exactly which items will run."""
     if ERROR_KEY in config.stash:
-        raise pytest.UsageError(f"benchmark-illusion: {config.stash[ERROR_KEY]}")
+        raise pytest.UsageError(safe_text(f"benchmark-illusion: {config.stash[ERROR_KEY]}", lines=True))
     params = [it.callspec.params for it in items if hasattr(it, "callspec")]
     chosen = [p["illusion_item"] for p in params if "illusion_item" in p]
     gated = {p["illusion_lang"] for p in params if "illusion_lang" in p}
@@ -276,7 +276,7 @@ def illusion_verdict(request: pytest.FixtureRequest, illusion_item):
     try:
         verdict = _session(request.config).verdict(illusion_item)
     except IllusionError as exc:  # a bad model spec breaks every item: stop the run, say why
-        pytest.exit(f"benchmark-illusion: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+        pytest.exit(safe_text(f"benchmark-illusion: {exc}", lines=True), returncode=pytest.ExitCode.USAGE_ERROR)
     record = item_record(verdict, question=illusion_item.question, aliases=illusion_item.aliases,
                          item_type=illusion_item.type)
     cand = verdict.candidate
@@ -323,8 +323,9 @@ class GoldRankBaseline:
         record = rank_record(verdict.candidate)
         if baseline is None and not (self.updating or self.recording_new):
             self._note(item, shown, "missing")
-            pytest.fail(f"[{item.key}] no gold-rank baseline in {shown}. Record the missing baselines with:\n"
-                        f"  {rerun_command(self.node.config, '--snapshot-update-new-only')}", pytrace=False)
+            pytest.fail(safe_text(f"[{item.key}] no gold-rank baseline in {shown}. Record the missing baselines "
+                                  f"with:\n  {rerun_command(self.node.config, '--snapshot-update-new-only')}",
+                                  lines=True), pytrace=False)
         matched = self.assertion == record  # syrupy's bookkeeping; writes when updating
         if self.updating or baseline is None:
             self._note(item, shown, "recorded" if baseline != record else "unchanged")
@@ -359,12 +360,12 @@ def rerun_command(config: pytest.Config, *extra: str) -> str:
 
 
 def regression_message(comparison, item, verdict, path: str, config: pytest.Config) -> str:
-    lines = [f"[{item.key}] gold rank regressed against the baseline in {path}: {comparison.summary()}",
-             f"  question: {item.question}", f"  gold:     {item.answer}",
+    lines = [f"[{safe_text(item.key)}] gold rank regressed against the baseline in {path}: {comparison.summary()}",
+             f"  question: {safe_text(item.question)}", f"  gold:     {safe_text(item.answer)}",
              f"  greedy:   {verdict.candidate.generation!r}"]
     lines += ["  " + line for line in comparison.table()]
     lines.append(f"  if this change is intended, record it: {rerun_command(config, '--snapshot-update')}")
-    return "\n".join(lines)
+    return safe_text("\n".join(lines), lines=True)
 
 
 def check_gold_rank(verdict, item, baseline: GoldRankBaseline) -> None:
@@ -454,6 +455,7 @@ def _snapshot_summary(terminalreporter, config: pytest.Config) -> None:
     notes = list(config.stash.get(SNAPSHOTS_KEY, {}).values())
     if not notes:
         return
+    terminalreporter = _SafeLines(terminalreporter)
     by_status: dict[str, list[dict]] = {}
     for note in notes:
         by_status.setdefault(note["status"], []).append(note)
@@ -485,12 +487,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     rc = config.stash[CONFIG_KEY]
     candidate = rc.model + (f" pruned {rc.prune}" if rc.prune else "")
     terminalreporter.section("benchmark-illusion")
+    terminalreporter = _SafeLines(terminalreporter)
     terminalreporter.write_line(f"candidate: {candidate}   reference: {rc.reference_spec}   (each cell: reference -> candidate)")
     for line in format_table(language_table(records)):
         terminalreporter.write_line(line)
     _snapshot_summary(terminalreporter, config)
     if REPORT_PATH_KEY in config.stash:
         terminalreporter.write_line(f"report written to {config.stash[REPORT_PATH_KEY]}")
+
+
+class _SafeLines:
+    """The terminal reporter's ``write_line`` with every line passed through ``safe_text``."""
+
+    def __init__(self, terminalreporter):
+        self._reporter = terminalreporter
+
+    def write_line(self, line: str) -> None:
+        self._reporter.write_line(safe_text(line))
 
 
 @pytest.fixture
@@ -502,7 +515,7 @@ def illusion_gate(request: pytest.FixtureRequest, illusion_lang: str):
     try:
         verdicts = session.verdicts([item for item in session.items if item.lang == illusion_lang])
     except IllusionError as exc:
-        pytest.exit(f"benchmark-illusion: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+        pytest.exit(safe_text(f"benchmark-illusion: {exc}", lines=True), returncode=pytest.ExitCode.USAGE_ERROR)
     rc = request.config.stash[CONFIG_KEY]
     gate = language_gate(illusion_lang, verdicts, alpha=rc.alpha, max_illusion_rate=rc.max_illusion_rate)
     request.node.user_properties += [("illusion_gate_p_value", gate.p_value),
@@ -513,7 +526,7 @@ def illusion_gate(request: pytest.FixtureRequest, illusion_lang: str):
 def check_language_gate(gate) -> None:
     """A language fails when the candidate significantly loses answers it still recognises."""
     if not gate.passed:
-        pytest.fail(gate.message(), pytrace=False)
+        pytest.fail(safe_text(gate.message(), lines=True), pytrace=False)
 
 
 def check_consistency(verdict, item) -> None:
@@ -523,8 +536,8 @@ def check_consistency(verdict, item) -> None:
     if verdict.outcome == "pass":
         return
     if verdict.outcome == "xfail":
-        pytest.xfail("pre-existing illusion: the reference is recognition-only on this item too "
-                     f"(reference greedy: {verdict.reference.generation!r})")
+        pytest.xfail(safe_text("pre-existing illusion: the reference is recognition-only on this item too "
+                               f"(reference greedy: {verdict.reference.generation!r})"))
     pytest.fail(consistency_message(verdict, item), pytrace=False)
 
 
