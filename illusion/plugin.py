@@ -11,7 +11,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -55,6 +55,7 @@ OUTCOMES_KEY = pytest.StashKey[dict]()
 UNUSED_KEY = pytest.StashKey[list]()
 CONFIG_KEY = pytest.StashKey["RunConfig"]()
 ERROR_KEY = pytest.StashKey[str]()
+BROKEN_KEY = pytest.StashKey[str]()
 RUN_DIR_KEY = pytest.StashKey[str]()
 RUN_DIR_INPUT = "illusion_run_dir"
 
@@ -275,8 +276,8 @@ def illusion_verdict(request: pytest.FixtureRequest, illusion_item):
 
     try:
         verdict = _session(request.config).verdict(illusion_item)
-    except IllusionError as exc:  # a bad model spec breaks every item: stop the run, say why
-        pytest.exit(safe_text(f"benchmark-illusion: {exc}", lines=True), returncode=pytest.ExitCode.USAGE_ERROR)
+    except IllusionError as exc:  # a model that does not load breaks every item: stop the run, say why
+        stop_run(request.session, exc)
     record = item_record(verdict, question=illusion_item.question, aliases=illusion_item.aliases,
                          item_type=illusion_item.type)
     cand = verdict.candidate
@@ -288,13 +289,39 @@ def illusion_verdict(request: pytest.FixtureRequest, illusion_item):
     return verdict
 
 
+BROKEN_PREFIX = "benchmark-illusion: "
+
+
+def stop_run(session: pytest.Session, problem: Exception) -> NoReturn:
+    """The run is broken (a model or dataset file that does not load): say why once and stop
+    with exit code 4, so CI tells it from findings (1). Nothing is retried per test.
+
+    On an xdist worker, ``shouldstop`` carries the message to the controller, which stops the
+    other workers and prints it once (see ``pytest_testnodedown``)."""
+    message = safe_text(BROKEN_PREFIX + str(problem), lines=True)
+    if hasattr(session.config, "workerinput"):
+        session.shouldstop = message
+    pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """On the xdist controller: a worker that stopped the run (``stop_run``) makes it exit 4."""
+    stop = getattr(node, "workeroutput", {}).get("shouldstop")
+    if isinstance(stop, str) and stop.startswith(BROKEN_PREFIX):
+        node.config.stash[BROKEN_KEY] = stop
+
+
 @pytest.fixture
 def illusion_snapshot(request: pytest.FixtureRequest, snapshot) -> "GoldRankBaseline":
     """syrupy's ``snapshot``, stored in this run's gold-rank baseline set under ``snapshots/``."""
     from .snapshots import GoldRankExtension
 
     config = request.config
-    name, recorded_with = _session(config).snapshot_set
+    try:
+        name, recorded_with = _session(config).snapshot_set
+    except IllusionError as exc:
+        stop_run(request.session, exc)
     root = config.rootpath / "snapshots" / name
     updating = bool(config.option.update_snapshots)
     extension = GoldRankExtension.configured(root=root, tolerance=config.stash[CONFIG_KEY].rank_tolerance,
@@ -406,6 +433,8 @@ class _RecordCollector:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
+    if BROKEN_KEY in config.stash:  # xdist reports a worker's stop as an interruption (2)
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
     records = list(config.stash[RECORDS_KEY].values())
     if hasattr(config, "workerinput") or not records:
         return
@@ -515,7 +544,7 @@ def illusion_gate(request: pytest.FixtureRequest, illusion_lang: str):
     try:
         verdicts = session.verdicts([item for item in session.items if item.lang == illusion_lang])
     except IllusionError as exc:
-        pytest.exit(safe_text(f"benchmark-illusion: {exc}", lines=True), returncode=pytest.ExitCode.USAGE_ERROR)
+        stop_run(request.session, exc)
     rc = request.config.stash[CONFIG_KEY]
     gate = language_gate(illusion_lang, verdicts, alpha=rc.alpha, max_illusion_rate=rc.max_illusion_rate)
     request.node.user_properties += [("illusion_gate_p_value", gate.p_value),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -328,3 +329,43 @@ def test_an_id_with_control_characters_is_refused(suite, world, pytester):
     assert text.count("en.jsonl:1: field 'id'") == 1 and "control" in text
     assert not RAW.search(text) and "Traceback" not in text
 
+
+# --- broken model files: the run stops once, with exit 4 ---------------------------------------------
+
+def truncated_gguf(path: Path) -> Path:
+    """100 bytes: a GGUF v3 header whose first metadata key runs past the end of the file."""
+    import struct
+
+    header = b"GGUF" + struct.pack("<IQQQ", 3, 1, 5, 1000)
+    path.write_bytes(header + b"a" * (100 - len(header)))
+    return path
+
+
+@pytest.mark.parametrize("broken", ["safetensors", "gguf"])
+def test_a_broken_model_file_stops_the_run_once_with_a_usage_error(suite, world, tmp_path, broken):
+    if broken == "safetensors":
+        model = Path(shutil.copytree(world["cand"], tmp_path / "truncated"))
+        weights = model / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        args, named = ("--illusion-model", str(model)), str(weights)
+    else:
+        gguf = truncated_gguf(tmp_path / "tiny.gguf")
+        args, named = ("--illusion-reference", str(gguf)), str(gguf)
+    result = suite(*args)
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    lines = [line for line in text.splitlines() if "cannot load" in line]
+    assert len(lines) == 1 and named in lines[0] and "truncated" in lines[0], lines
+    assert "Traceback" not in text and "During handling" not in text and "trust-remote-code" not in text
+
+
+def test_a_broken_model_stops_an_xdist_run_once_with_a_usage_error(suite, world, tmp_path):
+    model = Path(shutil.copytree(world["cand"], tmp_path / "truncated"))
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = suite("-n", "2", "--illusion-model", str(model), subprocess=True)
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    lines = [line for line in text.splitlines() if "cannot load" in line]
+    assert len(lines) == 1 and str(weights) in lines[0], lines
+    assert "INTERNALERROR" not in text and "Traceback" not in text
