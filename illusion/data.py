@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from .errors import DataError
+from .terminal import has_unsafe
 
 ITEM_TYPES = ("place", "person", "number", "date", "entity")
 MIN_DISTRACTORS = 3
@@ -101,6 +102,9 @@ def parse_row(row: object, *, origin: str, lang: str | None) -> tuple[Item | Non
     item_id = str(row.get("id", "")).strip() if isinstance(row.get("id"), (str, int)) else ""
     if not item_id:
         problems.append(f"{origin}: field 'id' is missing; give every item an id shared across languages")
+    elif has_unsafe(item_id):  # an id names tests and is printed on every report line
+        problems.append(f"{origin}: field 'id' {item_id!r} contains a control or bidirectional-formatting "
+                        "character (tab, newline, escape, direction override, ...); remove it")
     item_lang = text("lang")
     if lang and item_lang and item_lang != lang:
         problems.append(f"{origin}: field 'lang' is {item_lang!r} but the file is for {lang!r}; fix the row or move it")

@@ -190,8 +190,12 @@ def converted_gguf_dir(spec: ModelSpec, progress: Progress | None = None) -> Pat
     say(f"converting {gguf.name} to safetensors under {target} (once; ~15 s)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    except Exception as exc:  # the GGUF reader fails with struct.error, ValueError, ...: one message
+        raise ModelError(f"model spec {spec.raw!r}: cannot load {gguf} ({exc}); the file "
+                         "looks truncated, corrupted or not a GGUF model file: download or convert it again") from None
     save_checkpoint(dequantized_copy(quantized), tokenizer, target)
     say(f"converted {gguf.name}")
     return target
@@ -385,6 +389,12 @@ def load_model(
             f"model spec {spec.raw!r}: {directory} has no *.safetensors weights; this tool does not load pickled "
             "*.bin weights (they can run code); convert with save_pretrained(..., safe_serialization=True)"
         )
+    remote = remote_code(directory)
+    if remote and not trust_remote_code:
+        (progress or _warn)(builtin_instead_of_remote_code(spec, directory, remote))
+    elif not remote:
+        _check_architecture(spec, directory)
+    _check_safetensors(spec, directory)
     if progress:
         progress(f"loading {spec.raw} ({dtype}, {device})")
     try:
@@ -392,15 +402,83 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             directory, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True
         )
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(
-            f"model spec {spec.raw!r}: transformers could not load {directory}: {exc}; "
-            "if the model needs custom code, pass --illusion-trust-remote-code"
-        ) from None
+    except Exception as exc:  # transformers, safetensors and tokenizers raise many kinds: one message
+        hint = ("; the repository ships its own code (auto_map), which the built-in implementation may not match: "
+                "if you trust it, pass --illusion-trust-remote-code") if remote and not trust_remote_code else ""
+        raise ModelError(f"model spec {spec.raw!r}: cannot load {directory} ({type(exc).__name__}: {exc}); check "
+                         f"that it is a complete Hugging Face checkpoint (config.json, *.safetensors, tokenizer "
+                         f"files){hint}") from None
     model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(spec, model, tokenizer, fingerprint(spec), dtype, device)
+
+
+def read_config(directory: Path) -> dict:
+    """A checkpoint's config.json; a corrupted one is a ModelError naming it."""
+    path = directory / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"cannot load {path}: not a readable JSON config ({exc}); the checkpoint is "
+                         "incomplete or corrupted: download or save it again") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"cannot load {path}: expected a JSON object; download or save the checkpoint again")
+    return config
+
+
+def remote_code(directory: Path) -> list[str]:
+    """The auto classes a checkpoint maps to its own Python code (config.json and
+    tokenizer_config.json ``auto_map``); [] for a checkpoint that ships no code."""
+    names = list(read_config(directory).get("auto_map") or {})
+    tokenizer_config = _read_json(directory / "tokenizer_config.json")  # optional; transformers reports it
+    return names + [name for name in tokenizer_config.get("auto_map") or {} if name not in names]
+
+
+def builtin_instead_of_remote_code(spec: ModelSpec, directory: Path, remote: list[str]) -> str:
+    """The warning for a checkpoint with its own code when remote code is off; a ModelError when
+    transformers has no built-in causal LM for its ``model_type`` (nothing faithful to load)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = read_config(directory).get("model_type")
+    shipped = f"the repository ships its own code (auto_map: {', '.join(remote)}), which is NOT run"
+    builtin = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type) if isinstance(model_type, str) else None
+    if builtin is None:
+        raise ModelError(f"model spec {spec.raw!r}: {shipped}, and transformers has no built-in causal LM for its "
+                         f"model_type {model_type!r}; pass --illusion-trust-remote-code if you trust that code")
+    return (f"model spec {spec.raw!r}: {shipped} without --illusion-trust-remote-code; transformers' built-in "
+            f"{model_type!r} implementation ({builtin}) is used instead, so results are of that implementation")
+
+
+def _check_architecture(spec: ModelSpec, directory: Path) -> None:
+    """A ``model_type`` transformers does not know, with no code of its own: say so up front."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    model_type = read_config(directory).get("model_type")
+    if isinstance(model_type, str) and model_type not in CONFIG_MAPPING_NAMES:
+        raise ModelError(f"model spec {spec.raw!r}: {directory / 'config.json'} names model_type {model_type!r}, "
+                         f"which transformers {transformers.__version__} does not know; upgrade transformers or "
+                         "fix config.json")
+
+
+def _check_safetensors(spec: ModelSpec, directory: Path) -> None:
+    """Each weights file's header against its size: a truncated file is named before loading."""
+    from safetensors import safe_open
+
+    for path in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as exc:  # safetensors' SafetensorError, OSError
+            raise ModelError(f"model spec {spec.raw!r}: cannot load {path} ({exc}); the file looks truncated or "
+                             "corrupted (an interrupted download or copy?): download or save it again") from None
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

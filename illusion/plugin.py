@@ -11,11 +11,12 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from .errors import ConfigError, IllusionError
+from .terminal import safe_text
 
 ITEM_PROPERTY = "illusion_item"
 SNAPSHOT_PROPERTY = "illusion_snapshot"
@@ -56,6 +57,7 @@ OUTCOMES_KEY = pytest.StashKey[dict]()
 UNUSED_KEY = pytest.StashKey[list]()
 CONFIG_KEY = pytest.StashKey["RunConfig"]()
 ERROR_KEY = pytest.StashKey[str]()
+BROKEN_KEY = pytest.StashKey[str]()
 RUN_DIR_KEY = pytest.StashKey[str]()
 RUN_DIR_INPUT = "illusion_run_dir"
 
@@ -151,21 +153,30 @@ def run_config(config: pytest.Config):
     return RunConfig(
         model=_option(config, "model"), reference=_option(config, "reference"), prune=prune,
         dataset=_option(config, "dataset"),
-        langs=_split_list(langs),
+        langs=_split_list(langs, "langs"),
         limit_per_lang=_option(config, "limit-per-lang"), report_dir=_option(config, "report"),
         rank_tolerance=_option(config, "rank-tolerance"), device=_option(config, "device"),
         dtype=_option(config, "dtype"), batch_size=_option(config, "batch-size"), seed=_option(config, "seed"),
         trust_remote_code=bool(trust), prompt_format=prompt_format,
         max_new_tokens=_option(config, "max-new-tokens"),
-        calibration_langs=_split_list(calibration_langs), calibration_samples=_option(config, "calibration-samples"),
+        calibration_langs=_split_list(calibration_langs, "calibration-langs"),
+        calibration_samples=_option(config, "calibration-samples"),
         calibration_seqlen=_option(config, "calibration-seqlen"), calibration_seed=_option(config, "calibration-seed"),
         use_store=not (config.getoption("illusion_no_cache") or config.getini("illusion_no_cache")),
         snapshot_name=snapshot_name, alpha=alpha, max_illusion_rate=max_rate,
     )
 
 
-def _split_list(text: str | None) -> tuple[str, ...] | None:
-    return tuple(x.strip() for x in text.split(",") if x.strip()) or None if text else None
+def _split_list(text: str | None, option: str) -> tuple[str, ...] | None:
+    """``en, fr`` -> ("en", "fr"); None when the option is unset. A value that names no language
+    (``,``) is refused: read as unset, it would silently mean every language."""
+    if not text:
+        return None
+    values = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not values:
+        raise ConfigError(f"--illusion-{option} {text!r}: no language given; list languages like en,fr "
+                          "or leave the option out for all of them")
+    return values
 
 
 def _session(config: pytest.Config):
@@ -234,7 +245,7 @@ def _own_gpu(run, worker_id: str):
 def _say(config: pytest.Config, message: str, worker: str | None = None) -> None:
     """Progress on slow steps, shown even while pytest captures output (and by which xdist worker)."""
     capture = config.pluginmanager.getplugin("capturemanager")
-    line = f"[illusion{' ' + worker if worker else ''}] {message}"
+    line = safe_text(f"[illusion{' ' + worker if worker else ''}] {message}")
     if capture is None:
         print(line, file=sys.stderr)
         return
@@ -251,7 +262,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         config.stash[CONFIG_KEY] = run_config(config)  # validated once, before any collection
     except IllusionError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        raise pytest.UsageError(safe_text(exc, lines=True)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -275,7 +286,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     """Runs after -k/-m deselection: remember exactly which items will run."""
     if ERROR_KEY in config.stash:
-        raise pytest.UsageError(f"benchmark-illusion: {config.stash[ERROR_KEY]}")
+        raise pytest.UsageError(safe_text(f"benchmark-illusion: {config.stash[ERROR_KEY]}", lines=True))
     params = [it.callspec.params for it in items if hasattr(it, "callspec")]
     chosen = [p["illusion_item"] for p in params if "illusion_item" in p]
     gated = {p["illusion_lang"] for p in params if "illusion_lang" in p}
@@ -292,8 +303,8 @@ def illusion_verdict(request: pytest.FixtureRequest, illusion_item):
 
     try:
         verdict = _session(request.config).verdict(illusion_item)
-    except IllusionError as exc:  # a bad model spec breaks every item: stop the run, say why
-        pytest.exit(f"benchmark-illusion: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+    except IllusionError as exc:  # a model that does not load breaks every item: stop the run, say why
+        stop_run(request.session, exc)
     record = item_record(verdict, question=illusion_item.question, aliases=illusion_item.aliases,
                          item_type=illusion_item.type)
     cand = verdict.candidate
@@ -305,13 +316,39 @@ def illusion_verdict(request: pytest.FixtureRequest, illusion_item):
     return verdict
 
 
+BROKEN_PREFIX = "benchmark-illusion: "
+
+
+def stop_run(session: pytest.Session, problem: Exception) -> NoReturn:
+    """The run is broken (a model or dataset file that does not load): say why once and stop
+    with exit code 4, so CI tells it from findings (1). Nothing is retried per test.
+
+    On an xdist worker, ``shouldstop`` carries the message to the controller, which stops the
+    other workers and prints it once (see ``pytest_testnodedown``)."""
+    message = safe_text(BROKEN_PREFIX + str(problem), lines=True)
+    if hasattr(session.config, "workerinput"):
+        session.shouldstop = message
+    pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """On the xdist controller: a worker that stopped the run (``stop_run``) makes it exit 4."""
+    stop = getattr(node, "workeroutput", {}).get("shouldstop")
+    if isinstance(stop, str) and stop.startswith(BROKEN_PREFIX):
+        node.config.stash[BROKEN_KEY] = stop
+
+
 @pytest.fixture
 def illusion_snapshot(request: pytest.FixtureRequest, snapshot) -> "GoldRankBaseline":
     """syrupy's ``snapshot``, stored in this run's gold-rank baseline set under ``snapshots/``."""
     from .snapshots import GoldRankExtension
 
     config = request.config
-    name, recorded_with = _session(config).snapshot_set
+    try:
+        name, recorded_with = _session(config).snapshot_set
+    except IllusionError as exc:
+        stop_run(request.session, exc)
     root = config.rootpath / "snapshots" / name
     updating = bool(config.option.update_snapshots)
     extension = GoldRankExtension.configured(root=root, tolerance=config.stash[CONFIG_KEY].rank_tolerance,
@@ -335,12 +372,14 @@ class GoldRankBaseline:
         try:
             baseline = read_set_file(path).get(item.key)
         except SnapshotFileError as exc:  # never overwritten, not even by --snapshot-update
-            pytest.fail(str(exc), pytrace=False)
+            # not pytest.fail here: it would chain the two ("During handling ...") and say it twice
+            raise pytest.fail.Exception(safe_text(exc, lines=True), pytrace=False) from None
         record = rank_record(verdict.candidate)
         if baseline is None and not (self.updating or self.recording_new):
             self._note(item, shown, "missing")
-            pytest.fail(f"[{item.key}] no gold-rank baseline in {shown}. Record the missing baselines with:\n"
-                        f"  {rerun_command(self.node.config, '--snapshot-update-new-only')}", pytrace=False)
+            pytest.fail(safe_text(f"[{item.key}] no gold-rank baseline in {shown}. Record the missing baselines "
+                                  f"with:\n  {rerun_command(self.node.config, '--snapshot-update-new-only')}",
+                                  lines=True), pytrace=False)
         matched = self.assertion == record  # syrupy's bookkeeping; writes when updating
         if self.updating or baseline is None:
             self._note(item, shown, "recorded" if baseline != record else "unchanged")
@@ -375,12 +414,12 @@ def rerun_command(config: pytest.Config, *extra: str) -> str:
 
 
 def regression_message(comparison, item, verdict, path: str, config: pytest.Config) -> str:
-    lines = [f"[{item.key}] gold rank regressed against the baseline in {path}: {comparison.summary()}",
-             f"  question: {item.question}", f"  gold:     {item.answer}",
+    lines = [f"[{safe_text(item.key)}] gold rank regressed against the baseline in {path}: {comparison.summary()}",
+             f"  question: {safe_text(item.question)}", f"  gold:     {safe_text(item.answer)}",
              f"  greedy:   {verdict.candidate.generation!r}"]
     lines += ["  " + line for line in comparison.table()]
     lines.append(f"  if this change is intended, record it: {rerun_command(config, '--snapshot-update')}")
-    return "\n".join(lines)
+    return safe_text("\n".join(lines), lines=True)
 
 
 def check_gold_rank(verdict, item, baseline: GoldRankBaseline) -> None:
@@ -421,6 +460,8 @@ class _RecordCollector:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
+    if BROKEN_KEY in config.stash:  # xdist reports a worker's stop as an interruption (2)
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
     records = list(config.stash[RECORDS_KEY].values())
     if hasattr(config, "workerinput") or not records:
         return
@@ -470,6 +511,7 @@ def _snapshot_summary(terminalreporter, config: pytest.Config) -> None:
     notes = list(config.stash.get(SNAPSHOTS_KEY, {}).values())
     if not notes:
         return
+    terminalreporter = _SafeLines(terminalreporter)
     by_status: dict[str, list[dict]] = {}
     for note in notes:
         by_status.setdefault(note["status"], []).append(note)
@@ -501,12 +543,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     rc = config.stash[CONFIG_KEY]
     candidate = rc.model + (f" pruned {rc.prune}" if rc.prune else "")
     terminalreporter.section("benchmark-illusion")
+    terminalreporter = _SafeLines(terminalreporter)
     terminalreporter.write_line(f"candidate: {candidate}   reference: {rc.reference_spec}   (each cell: reference -> candidate)")
     for line in format_table(language_table(records)):
         terminalreporter.write_line(line)
     _snapshot_summary(terminalreporter, config)
     if REPORT_PATH_KEY in config.stash:
         terminalreporter.write_line(f"report written to {config.stash[REPORT_PATH_KEY]}")
+
+
+class _SafeLines:
+    """The terminal reporter's ``write_line`` with every line passed through ``safe_text``."""
+
+    def __init__(self, terminalreporter):
+        self._reporter = terminalreporter
+
+    def write_line(self, line: str) -> None:
+        self._reporter.write_line(safe_text(line))
 
 
 @pytest.fixture
@@ -518,7 +571,7 @@ def illusion_gate(request: pytest.FixtureRequest, illusion_lang: str):
     try:
         verdicts = session.verdicts([item for item in session.items if item.lang == illusion_lang])
     except IllusionError as exc:
-        pytest.exit(f"benchmark-illusion: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+        stop_run(request.session, exc)
     rc = request.config.stash[CONFIG_KEY]
     gate = language_gate(illusion_lang, verdicts, alpha=rc.alpha, max_illusion_rate=rc.max_illusion_rate)
     request.node.user_properties += [("illusion_gate_p_value", gate.p_value),
@@ -529,7 +582,7 @@ def illusion_gate(request: pytest.FixtureRequest, illusion_lang: str):
 def check_language_gate(gate) -> None:
     """A language fails when the candidate significantly loses answers it still recognises."""
     if not gate.passed:
-        pytest.fail(gate.message(), pytrace=False)
+        pytest.fail(safe_text(gate.message(), lines=True), pytrace=False)
 
 
 def check_consistency(verdict, item) -> None:
@@ -539,8 +592,8 @@ def check_consistency(verdict, item) -> None:
     if verdict.outcome == "pass":
         return
     if verdict.outcome == "xfail":
-        pytest.xfail("pre-existing illusion: the reference is recognition-only on this item too "
-                     f"(reference greedy: {verdict.reference.generation!r})")
+        pytest.xfail(safe_text("pre-existing illusion: the reference is recognition-only on this item too "
+                               f"(reference greedy: {verdict.reference.generation!r})"))
     pytest.fail(consistency_message(verdict, item), pytrace=False)
 
 

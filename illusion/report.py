@@ -18,6 +18,7 @@ from . import plots
 from .models import write_atomic
 from .plots import esc
 from .probe import result_from_dict, result_to_dict
+from .terminal import safe_text
 from .verdict import CATEGORIES, ItemVerdict, LanguageVerdict, by_language
 
 REPORT_VERSION = 1
@@ -69,7 +70,7 @@ def format_table(languages: dict[str, LanguageVerdict]) -> list[str]:
     if not cells:
         return []
     header = ("lang", *(TERMINAL_LABELS.get(name, name) for name in next(iter(cells.values()))))
-    rows = [header, *((lang, *row.values()) for lang, row in cells.items())]
+    rows = [header, *((safe_text(lang), *row.values()) for lang, row in cells.items())]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
             for row in rows]
@@ -133,26 +134,31 @@ def write_report(directory: str | Path, report: dict) -> Path:
 
 
 def _scores_line(result) -> str:
-    cells = [f"{'*' if i == 0 else ''}{opt} {score:.2f}" for i, (opt, score) in enumerate(zip(result.options, result.mc_scores))]
+    cells = [f"{'*' if i == 0 else ''}{safe_text(opt)} {score:.2f}"
+             for i, (opt, score) in enumerate(zip(result.options, result.mc_scores))]
     return " | ".join(cells) + f"   (margin {result.mc_margin:+.2f}; * = gold)"
 
 
 def consistency_message(verdict: ItemVerdict, item) -> str:
-    """Why an item failed: question, gold, MC scores, greedy output and gold rank, both models."""
+    """Why an item failed: question, gold, MC scores, greedy output and gold rank, both models.
+
+    Dataset text and model output are untrusted: each value is shown through ``safe_text``.
+    """
     cand, ref = verdict.candidate, verdict.reference
-    hedge = f"   (also names distractor(s): {', '.join(cand.hedged_with)})" if cand.hedged_with else ""
-    aliases = ", ".join(item.aliases) or "-"
-    return "\n".join([
-        f"[{verdict.key}] recognition-only: the candidate picks the gold in multiple choice but does not say it",
-        f"  question:    {item.question}",
-        f"  gold:        {item.answer}   (aliases: {aliases})",
+    hedge = f"   (also names distractor(s): {', '.join(map(safe_text, cand.hedged_with))})" if cand.hedged_with else ""
+    aliases = ", ".join(map(safe_text, item.aliases)) or "-"
+    return safe_text("\n".join([
+        f"[{safe_text(verdict.key)}] recognition-only: the candidate picks the gold in multiple choice "
+        "but does not say it",
+        f"  question:    {safe_text(item.question)}",
+        f"  gold:        {safe_text(item.answer)}   (aliases: {aliases})",
         f"  MC scores:   {_scores_line(cand)}",
         f"  greedy:      {cand.generation!r}{hedge}",
         f"  gold rank:   candidate {cand.gold_rank} (first position {cand.first_position_rank})"
         f" | reference {ref.gold_rank} (first position {ref.first_position_rank})",
         f"  recovery:    {_recovery_line(cand)}",
         f"  reference:   {verdict.reference_category}, greedy {ref.generation!r}",
-    ])
+    ]), lines=True)
 
 
 def _recovery_line(result) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .data import Item, exemplar_for, load_exemplars, load_items
+from .errors import ModelError
 from .models import LoadedModel, cache_root, fingerprint, load_model, parse_spec
 from .probe import ItemResult, ProbeConfig, probe, recover, recovery_chunks
 from .verdict import ItemVerdict
@@ -124,6 +125,7 @@ class IllusionSession:
         self._results: dict[str, dict[str, ItemResult]] = {"candidate": {}, "reference": {}}
         self._probed: dict[str, ItemResult] = {}
         self._models: dict[str, LoadedModel] = {}
+        self._load_errors: dict[str, ModelError] = {}
         self._store = None
         self._keys: dict[tuple[str, bool], tuple[str, str]] = {}
 
@@ -312,13 +314,21 @@ class IllusionSession:
         return device, resolve_dtype(self.config.dtype, device)
 
     def _model(self, side: str) -> LoadedModel:
+        """A side's model, loaded once. A load that failed is not retried: every later test that
+        asks gets the same error at once (the plugin stops the run on the first)."""
+        if side in self._load_errors:
+            raise self._load_errors[side]
         if side not in self._models:
-            if side == "candidate" and self.config.prune:
-                spec = parse_spec(str(self._pruned_dir()))
-            else:
-                spec = parse_spec(self.config.model if side == "candidate" else self.config.reference_spec)
-            self._models[side] = load_model(spec, dtype=self.config.dtype, device=self.config.device,
-                                            trust_remote_code=self.config.trust_remote_code, progress=self.progress)
+            try:
+                if side == "candidate" and self.config.prune:
+                    spec = parse_spec(str(self._pruned_dir()))
+                else:
+                    spec = parse_spec(self.config.model if side == "candidate" else self.config.reference_spec)
+                self._models[side] = load_model(spec, dtype=self.config.dtype, device=self.config.device,
+                                                trust_remote_code=self.config.trust_remote_code, progress=self.progress)
+            except ModelError as exc:
+                self._load_errors[side] = exc
+                raise
         return self._models[side]
 
     @cached_property

@@ -41,6 +41,8 @@ def test_loads_items_in_language_then_id_order(tmp_path):
     ("{not json", "invalid JSON"),
     ({**GOOD, "answer": "x" * 400}, "field 'answer' is 400 characters; keep it under 300"),
     ({**GOOD, "distractors": ["Lyon", " ", "Nice"]}, "field 'distractors' must be a list of non-empty strings"),
+    ({**GOOD, "id": "q\x1b[31m1"}, "field 'id' 'q\\x1b[31m1' contains a control"),
+    ({**GOOD, "id": "q\u202e1"}, "field 'id' 'q\\u202e1' contains a control"),
 ])
 def test_bad_rows_name_file_line_field_and_fix(tmp_path, row, message):
     write_lines(tmp_path / "en.jsonl", [GOOD | {"id": "q0"}, row])

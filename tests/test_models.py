@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -201,3 +202,62 @@ def test_a_failed_save_leaves_no_staging(tmp_path):
     with pytest.raises(OSError, match="No space left"):
         models.save_checkpoint(Broken(), Quick("tokenizer.json"), tmp_path / "pruned" / "x")
     assert list((tmp_path / "pruned").iterdir()) == []
+
+
+# --- remote code and broken files ----------------------------------------------------------------
+
+AUTO_MAP = {"AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "modeling_x.XForCausalLM"}
+
+
+def edited_copy(tiny_dir, target, **config_changes):
+    copy = shutil.copytree(tiny_dir, target)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, **config_changes}))
+    return copy
+
+
+def test_shipped_remote_code_is_not_run_and_the_builtin_class_is_said(tiny_dir, tmp_path):
+    copy = edited_copy(tiny_dir, tmp_path / "custom", auto_map=AUTO_MAP)
+    said: list[str] = []
+    loaded = load_model(parse_spec(str(copy)), dtype="float32", device="cpu", progress=said.append)
+    warnings = [line for line in said if "its own code" in line]
+    assert len(warnings) == 1, said
+    assert "NOT run" in warnings[0] and "built-in 'llama'" in warnings[0] and "--illusion-trust-remote-code" in warnings[0]
+    assert type(loaded.model).__name__ == "LlamaForCausalLM"
+
+
+def test_remote_code_without_a_builtin_class_is_refused(tiny_dir, tmp_path):
+    copy = edited_copy(tiny_dir, tmp_path / "custom", auto_map=AUTO_MAP, model_type="x-custom")
+    with pytest.raises(ModelError) as caught:
+        load_model(parse_spec(str(copy)), dtype="float32", device="cpu")
+    message = str(caught.value)
+    assert "'x-custom'" in message and "no built-in" in message and "--illusion-trust-remote-code" in message
+
+
+def test_a_truncated_weights_file_is_named(tiny_dir, tmp_path):
+    copy = shutil.copytree(tiny_dir, tmp_path / "truncated")
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.raises(ModelError) as caught:
+        load_model(parse_spec(str(copy)), dtype="float32", device="cpu")
+    message = str(caught.value)
+    assert f"cannot load {weights}" in message and "truncated" in message
+    assert "trust-remote-code" not in message  # the checkpoint names no code of its own
+
+
+def test_remote_code_is_suggested_only_when_the_checkpoint_names_code(tiny_dir, tmp_path):
+    unknown = edited_copy(tiny_dir, tmp_path / "unknown", model_type="x-unknown")
+    with pytest.raises(ModelError) as caught:
+        load_model(parse_spec(str(unknown)), dtype="float32", device="cpu")
+    assert "config.json" in str(caught.value) and "trust-remote-code" not in str(caught.value)
+
+
+def test_a_truncated_gguf_is_named(tmp_path):
+    import struct
+
+    gguf = tmp_path / "tiny.gguf"
+    header = b"GGUF" + struct.pack("<IQQQ", 3, 1, 5, 1000)
+    gguf.write_bytes(header + b"a" * (100 - len(header)))
+    with pytest.raises(ModelError) as caught:
+        load_model(parse_spec(str(gguf)), dtype="float32", device="cpu")
+    assert f"cannot load {gguf}" in str(caught.value) and "truncated" in str(caught.value)

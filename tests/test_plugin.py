@@ -24,17 +24,18 @@ SUITE = Path(__file__).resolve().parent.parent / "illusion_tests" / "test_consis
 QUESTIONS = {"en": "What is the name of the old river?", "fr": "Quel est le nom de la vieille ville ?"}
 
 
-def pool_scores(directory: Path, lang: str) -> tuple[dict[str, float], str]:
+def pool_scores(directory: Path, lang: str, question: str) -> tuple[dict[str, float], str]:
     loaded = load_model(parse_spec(str(directory)), dtype="float32", device="cpu")
-    pool = Item(id="pool", lang=lang, question=QUESTIONS[lang], answer=WORDS[0], aliases=(),
+    pool = Item(id="pool", lang=lang, question=question, answer=WORDS[0], aliases=(),
                 distractors=tuple(WORDS[1:]), type="entity")
     [res] = probe(loaded, [pool], ProbeConfig())
     return dict(zip(res.options, res.mc_scores)), res.generation
 
 
-def design(lang: str, ref_dir: Path, cand_dir: Path) -> list[dict]:
-    ref, ref_gen = pool_scores(ref_dir, lang)
-    cand, cand_gen = pool_scores(cand_dir, lang)
+def design(lang: str, ref_dir: Path, cand_dir: Path, question: str | None = None) -> list[dict]:
+    q = question or QUESTIONS[lang]
+    ref, ref_gen = pool_scores(ref_dir, lang, q)
+    cand, cand_gen = pool_scores(cand_dir, lang, q)
     words = [w for w in WORDS if not mentions(cand_gen, w, lang) and not mentions(ref_gen, w, lang)]
     by_cand = sorted(words, key=lambda w: -cand[w])
 
@@ -51,7 +52,6 @@ def design(lang: str, ref_dir: Path, cand_dir: Path) -> list[dict]:
     fail_gold, fail_d = pick(want_ref_mc=False)
     xfail_gold, xfail_d = pick(want_ref_mc=True)
     low = by_cand[-1]  # the candidate's lowest-scoring word as gold: not MC-correct, so no illusion
-    q = QUESTIONS[lang]
     return [item("fail", lang, q, fail_gold, fail_d), item("xfail", lang, q, xfail_gold, xfail_d),
             item("pass", lang, q, low, by_cand[:3])]
 
@@ -179,6 +179,8 @@ def without_floats(record: dict) -> dict:
     (("--illusion-batch-size", "many"), "--illusion-batch-size 'many': expected a whole number"),
     (("--illusion-langs", "en,xx"), "--illusion-langs asks for xx"),
     (("--illusion-prompt-format", "json"), "choose auto, chat or plain"),
+    (("--illusion-langs", ","), "--illusion-langs ',': no language given"),
+    (("--illusion-calibration-langs", ", ,"), "--illusion-calibration-langs ', ,': no language given"),
 ])
 def test_bad_options_are_usage_errors(suite, args, message):
     result = suite(*args)
@@ -341,3 +343,94 @@ def test_ini_mkqa_path_resolves_and_hub_ids_stay_as_given(project, pytester):
     run = pytester.runpytest(str(project / "illusion_tests"), "-k", "en-", "-p", "no:cacheprovider")
     assert run.ret == pytest.ExitCode.USAGE_ERROR  # offline: the hub id is tried as a hub id, not as a path
     assert "model spec 'org/name': could not download" in run.stdout.str() + run.stderr.str()
+
+
+# --- hostile text: the terminal stays clean ---------------------------------------------------------
+
+HOSTILE = "\x1b[2J\x1b]0;TITLE\x07"  # clears the screen and retitles the terminal when printed raw
+BIDI = "\u202e"  # right-to-left override: reorders what follows on screen
+RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_dataset_text_reaches_the_terminal_escaped(suite, world, pytester):
+    rows = design("en", world["ref"], world["cand"], question=QUESTIONS["en"] + HOSTILE + BIDI)
+    data = write_items(pytester.path / "hostile", [{**row, "aliases": [BIDI + "alias" + HOSTILE]} for row in rows])
+    result = suite("-rxX", "--illusion-dataset", str(data), "--illusion-no-cache")
+    result.assert_outcomes(passed=1, failed=1, xfailed=1)
+    text = result.stdout.str() + result.stderr.str()
+    assert not RAW.search(text), RAW.findall(text)
+    assert "question:    What is the name of the old river?\\x1b[2J\\x1b]0;TITLE\\x07\\u202e" in text
+    assert "aliases: \\u202ealias\\x1b[2J" in text
+
+
+def test_model_output_reaches_the_failure_message_escaped():
+    from dataclasses import replace
+
+    from illusion.plugin import check_consistency
+    from illusion.probe import ItemResult
+    from illusion.verdict import ItemVerdict
+
+    hostile = Item(id="q1", lang="en", question="Where?" + HOSTILE, answer="Paris" + BIDI, aliases=("\u2066P",),
+                   distractors=("Lyon\x9b2J", "Nice", "Metz"), type="place")
+    said = "Lyon\x9b2J " + HOSTILE + "\u2067"
+    cand = ItemResult(lang="en", id="q1", prompt="p", options=(hostile.answer, *hostile.distractors),
+                      mc_scores=(0.0, -1.0, -2.0, -3.0), generation=said, gold_rank=3, first_position_rank=3,
+                      hedged_with=("Lyon\x9b2J",))
+    ref = replace(cand, mc_scores=(-3.0, 0.0, -1.0, -2.0))  # the reference does not pick the gold: a new illusion
+    with pytest.raises(pytest.fail.Exception) as failed:
+        check_consistency(ItemVerdict(candidate=cand, reference=ref), hostile)
+    message = str(failed.value)
+    assert not RAW.search(message), RAW.findall(message)
+    assert "Paris\\u202e" in message and "Lyon\\x9b2J" in message and "\\u2067" in message
+
+
+def test_an_id_with_control_characters_is_refused(suite, world, pytester):
+    rows = [json.loads(line) for line in (world["data"] / "en.jsonl").read_text().splitlines()]
+    rows[0]["id"] = "fail\x1b[31m"
+    data = write_items(pytester.path / "bad-ids", rows)
+    result = suite("--illusion-dataset", str(data))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = result.stdout.str() + result.stderr.str()
+    assert text.count("en.jsonl:1: field 'id'") == 1 and "control" in text
+    assert not RAW.search(text) and "Traceback" not in text
+
+
+# --- broken model files: the run stops once, with exit 4 ---------------------------------------------
+
+def truncated_gguf(path: Path) -> Path:
+    """100 bytes: a GGUF v3 header whose first metadata key runs past the end of the file."""
+    import struct
+
+    header = b"GGUF" + struct.pack("<IQQQ", 3, 1, 5, 1000)
+    path.write_bytes(header + b"a" * (100 - len(header)))
+    return path
+
+
+@pytest.mark.parametrize("broken", ["safetensors", "gguf"])
+def test_a_broken_model_file_stops_the_run_once_with_a_usage_error(suite, world, tmp_path, broken):
+    if broken == "safetensors":
+        model = Path(shutil.copytree(world["cand"], tmp_path / "truncated"))
+        weights = model / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        args, named = ("--illusion-model", str(model)), str(weights)
+    else:
+        gguf = truncated_gguf(tmp_path / "tiny.gguf")
+        args, named = ("--illusion-reference", str(gguf)), str(gguf)
+    result = suite(*args)
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    lines = [line for line in text.splitlines() if "cannot load" in line]
+    assert len(lines) == 1 and named in lines[0] and "truncated" in lines[0], lines
+    assert "Traceback" not in text and "During handling" not in text and "trust-remote-code" not in text
+
+
+def test_a_broken_model_stops_an_xdist_run_once_with_a_usage_error(suite, world, tmp_path):
+    model = Path(shutil.copytree(world["cand"], tmp_path / "truncated"))
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = suite("-n", "2", "--illusion-model", str(model), subprocess=True)
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    lines = [line for line in text.splitlines() if "cannot load" in line]
+    assert len(lines) == 1 and str(weights) in lines[0], lines
+    assert "INTERNALERROR" not in text and "Traceback" not in text

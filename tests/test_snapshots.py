@@ -261,8 +261,9 @@ def test_a_corrupted_snapshot_file_fails_its_items_and_is_not_overwritten(rank_s
     for args in ((), ("--snapshot-update",)):
         result = rank_suite(*args)
         result.assert_outcomes(failed=3, passed=3)
-        assert f"snapshot file {en} is unreadable: not valid JSON at line 1" in result.stdout.str()
-        assert "Traceback" not in result.stdout.str()
+        out = result.stdout.str()
+        assert out.count(f"snapshot file {en} is unreadable: not valid JSON at line 1") == 3  # once per failed test
+        assert "Traceback" not in out and "During handling" not in out
     assert en.read_text().endswith('"items": {')
 
 
@@ -280,3 +281,18 @@ def test_xdist_records_every_item_and_matches_serial_outcomes(rank_suite):
     parallel = rank_suite("-rA", "-n", "2", subprocess=True)
     assert serial.parseoutcomes() == parallel.parseoutcomes() == {"passed": 6}
     assert "1 improved over the baseline" in serial.stdout.str() and "1 improved over the baseline" in parallel.stdout.str()
+
+
+def test_a_regression_message_shows_dataset_text_escaped(rank_suite, tmp_path):
+    hostile = "What is the name of the old river?\x1b[2J\x1b]0;TITLE\x07\u202e"
+    rows = [item(f"q{i}", "en", hostile, WORDS[i], WORDS[i + 5:i + 8], aliases=["\u2066x"]) for i in range(1, 4)]
+    data = str(write_items(tmp_path / "hostile", rows))
+    rank_suite("--illusion-dataset", data, "--snapshot-update").assert_outcomes(passed=3)
+    en = rank_suite.dir / "en.json"
+    key = next(k for k, r in read_set_file(en).items() if (r["category"], r["gold_rank"]) != ("both", 1))
+    edit(en, key, category="both", mc_correct=True, gen_correct=True, gold_rank=1)
+    result = rank_suite("--illusion-dataset", data, "-k", key)
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str() + result.stderr.str()
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", text)
+    assert "question: What is the name of the old river?\\x1b[2J\\x1b]0;TITLE\\x07\\u202e" in text
