@@ -198,7 +198,24 @@ def load_items(
             note(f"{dataset}: skipped " + ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())))
     if not items:
         raise DataError(f"{dataset or path}: no items for languages {', '.join(wanted or [])}; check --illusion-langs")
+    check_keys(items)
     return select_subset(items, limit_per_lang, seed)
+
+
+def check_keys(items: Sequence[Item]) -> None:
+    """Every item needs its own test id ``<lang>-<id>``: ``pt-BR``/``q1`` and ``pt``/``BR-q1`` share
+    one, and would share a test, a stored result and a report row."""
+    seen: dict[str, Item] = {}
+    problems = []
+    for item in items:
+        first = seen.setdefault(item.key, item)
+        if first is not item:
+            problems.append(f"{item.origin or item.lang}: language {item.lang!r}, id {item.id!r} gets the test id "
+                            f"{item.key!r}, already taken by language {first.lang!r}, id {first.id!r} "
+                            f"({first.origin or 'the same source'}); "
+                            "test ids are <lang>-<id>: rename one of the ids")
+    if problems:
+        raise DataError(_summarise(problems))
 
 
 def _load_directory(path: Path, wanted: list[str] | None) -> list[Item]:

@@ -8,7 +8,6 @@ summary and report.json work the same with and without xdist.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from .errors import ConfigError, IllusionError
 
 ITEM_PROPERTY = "illusion_item"
+TEST_PROPERTY = "illusion_test"  # kind, lang and item id of a suite test: never parsed back from its id
 SNAPSHOT_PROPERTY = "illusion_snapshot"
 # option name -> (type, default, help); each is also an ini key ``illusion_<name>``
 OPTIONS: dict[str, tuple[type, Any, str]] = {
@@ -361,6 +361,28 @@ def check_gold_rank(verdict, item, baseline: GoldRankBaseline) -> None:
     baseline.check(verdict, item)
 
 
+def suite_test(item: pytest.Item) -> dict | None:
+    """Kind, language and item id of one of the suite's tests, from its parameters; None for others."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    kind = getattr(item, "originalname", item.name).removeprefix("test_")
+    if kind in ("mc_implies_generation", "gold_rank") and "illusion_item" in params:
+        return {"kind": kind, "lang": params["illusion_item"].lang, "id": params["illusion_item"].id}
+    if kind == "language_gate" and "illusion_lang" in params:
+        return {"kind": kind, "lang": params["illusion_lang"], "id": None}
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """Every report of a suite test says which test it is (an xdist worker's reach the controller
+    with it), so a test that errors in setup still counts under its language."""
+    report = yield
+    test = suite_test(item)
+    if test is not None:
+        report.user_properties.append((TEST_PROPERTY, json.dumps(test, ensure_ascii=False)))
+    return report
+
+
 class _RecordCollector:
     """Collects item records and snapshot outcomes from test reports (ours, or an xdist worker's)."""
 
@@ -375,21 +397,20 @@ class _RecordCollector:
         for name, value in report.user_properties:
             if name == ITEM_PROPERTY:
                 record = json.loads(value)
-                self.records[record["lang"] + "-" + record["id"]] = record
+                self.records[record["lang"], record["id"]] = record
             elif name == SNAPSHOT_PROPERTY:
                 note = json.loads(value)
                 self.snapshots[note["key"]] = note
 
     def _count(self, report: pytest.TestReport) -> None:
         """The pytest outcome of each suite test, by kind and language, for report.json."""
-        item, gate = ITEM_NODE.search(report.nodeid), GATE_NODE.search(report.nodeid)
-        if not (item or gate):
+        test = next((json.loads(value) for name, value in report.user_properties if name == TEST_PROPERTY), None)
+        if test is None:
             return
-        kind, lang = (item.group(1), item["lang"]) if item else ("language_gate", gate["lang"])
         outcome = report.outcome
         if hasattr(report, "wasxfail"):
             outcome = "xpassed" if report.passed else "xfailed"
-        self.outcomes[report.nodeid] = (kind, lang, outcome)
+        self.outcomes[report.nodeid] = (test["kind"], test["lang"], outcome)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -516,6 +537,3 @@ def check_consistency(verdict, item) -> None:
                      f"(reference greedy: {verdict.reference.generation!r})")
     pytest.fail(consistency_message(verdict, item), pytrace=False)
 
-
-ITEM_NODE = re.compile(r"::test_(mc_implies_generation|gold_rank)\[(?P<lang>[^\]-]+)-(?P<id>[^\]]+)\]$")
-GATE_NODE = re.compile(r"::test_language_gate\[(?P<lang>[^\]]+)\]$")

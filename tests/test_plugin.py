@@ -144,6 +144,49 @@ def test_k_selects_languages_and_computes_only_those(suite, pytester):
     assert {i["lang"] for i in report["items"]} == {"fr"} and list(report["languages"]) == ["fr"]
 
 
+def relabel(world, directory: Path, langs: dict[str, str]) -> Path:
+    """The world's items with their languages renamed, e.g. en -> pt-BR (models do not care)."""
+    rows = [{**json.loads(line), "lang": new} for old, new in langs.items()
+            for line in (world["data"] / f"{old}.jsonl").read_text().splitlines()]
+    return write_items(directory, rows)
+
+
+def test_hyphenated_languages_are_counted_under_their_own_name(suite, pytester, world):
+    """pt-BR-fail is item 'fail' of pt-BR, not item 'BR-fail' of pt: report.json counts every test
+    (a gate that errors in setup too) under its language, with and without xdist."""
+    data = relabel(world, pytester.path / "qa-tags", {"en": "pt-BR", "fr": "zh-Hans"})
+    suite.add("test_languages.py")
+    pytester.makeconftest("""
+        import pytest
+
+        @pytest.fixture(autouse=True)
+        def broken_setup(request):
+            if request.node.name == "test_language_gate[zh-Hans]":
+                raise RuntimeError("setup breaks")
+    """)
+    for run, args in (("serial", ()), ("parallel", ("-n", "2"))):
+        suite("--illusion-dataset", str(data), "--illusion-report", run, *args, subprocess=bool(args))
+        report = json.loads((pytester.path / run / "report.json").read_text())
+        assert list(report["languages"]) == ["pt-BR", "zh-Hans"]
+        assert {(i["lang"], i["id"]) for i in report["items"]} == {
+            (lang, name) for lang in ("pt-BR", "zh-Hans") for name in ("fail", "xfail", "pass")}
+        for lang, gate in (("pt-BR", {"passed": 1}), ("zh-Hans", {"failed": 1})):  # an error in setup
+            tests = report["languages"][lang]["tests"]
+            assert tests["by_test"] == {"mc_implies_generation": {"passed": 1, "failed": 1, "xfailed": 1},
+                                        "language_gate": gate}, (run, lang)
+            assert report["languages"][lang]["items"] == 3
+
+
+def test_items_whose_test_ids_collide_are_rejected(suite, pytester, world):
+    rows = [json.loads(line) for line in (world["data"] / "en.jsonl").read_text().splitlines()]
+    data = write_items(pytester.path / "qa-clash", [{**rows[0], "lang": "pt-BR", "id": "q1"},
+                                                     {**rows[1], "lang": "pt", "id": "BR-q1"}])
+    result = suite("--illusion-dataset", str(data))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = result.stdout.str() + result.stderr.str()
+    assert "test id 'pt-BR-q1'" in text and "Traceback" not in text
+
+
 def outcomes(result) -> dict[str, str]:
     found = {}
     for line in result.outlines:
