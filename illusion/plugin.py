@@ -18,6 +18,8 @@ from .errors import ConfigError, IllusionError
 
 ITEM_PROPERTY = "illusion_item"
 TEST_PROPERTY = "illusion_test"  # kind, lang and item id of a suite test: never parsed back from its id
+GATE_RECORDS_PROPERTY = "illusion_gate_records"  # the item records a gate used (call report only, not junit)
+GATE_RECORDS_KEY = pytest.StashKey[list]()
 SNAPSHOT_PROPERTY = "illusion_snapshot"
 # option name -> (type, default, help); each is also an ini key ``illusion_<name>``
 OPTIONS: dict[str, tuple[type, Any, str]] = {
@@ -380,6 +382,9 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     test = suite_test(item)
     if test is not None:
         report.user_properties.append((TEST_PROPERTY, json.dumps(test, ensure_ascii=False)))
+    if report.when == "call" and GATE_RECORDS_KEY in item.stash:
+        report.user_properties.append((GATE_RECORDS_PROPERTY, json.dumps(item.stash[GATE_RECORDS_KEY],
+                                                                         ensure_ascii=False)))
     return report
 
 
@@ -398,6 +403,8 @@ class _RecordCollector:
             if name == ITEM_PROPERTY:
                 record = json.loads(value)
                 self.records[record["lang"], record["id"]] = record
+            elif name == GATE_RECORDS_PROPERTY:  # the report's row of a gated language: the gate's items
+                self.records.update({(r["lang"], r["id"]): r for r in json.loads(value)})
             elif name == SNAPSHOT_PROPERTY:
                 note = json.loads(value)
                 self.snapshots[note["key"]] = note
@@ -505,18 +512,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 @pytest.fixture
 def illusion_gate(request: pytest.FixtureRequest, illusion_lang: str):
-    """The paired McNemar gate of one language, over every item the options select in it."""
+    """The paired McNemar gate of one language, over every item the options select in it. Its item
+    records go to the report, so report.json and the table state the numbers the gate used."""
+    from .report import item_record
     from .verdict import language_gate
 
     session = _session(request.config)
+    items = [item for item in session.items if item.lang == illusion_lang]
     try:
-        verdicts = session.verdicts([item for item in session.items if item.lang == illusion_lang])
+        verdicts = session.verdicts(items)
     except IllusionError as exc:
         pytest.exit(f"benchmark-illusion: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     rc = request.config.stash[CONFIG_KEY]
     gate = language_gate(illusion_lang, verdicts, alpha=rc.alpha, max_illusion_rate=rc.max_illusion_rate)
     request.node.user_properties += [("illusion_gate_p_value", gate.p_value),
                                      ("illusion_gate_illusion_rate", gate.illusion_rate)]
+    request.node.stash[GATE_RECORDS_KEY] = [
+        item_record(verdict, question=item.question, aliases=item.aliases, item_type=item.type)
+        for item, verdict in zip(items, verdicts)]
     return gate
 
 

@@ -318,3 +318,35 @@ def test_language_gate_ids_messages_and_options(suite, pytester):
     for bad, name in (("2", "--illusion-alpha"), ("x", "--illusion-alpha")):
         bad_run = suite("-k", "gate", "--illusion-alpha", bad)
         assert bad_run.ret == pytest.ExitCode.USAGE_ERROR and name in bad_run.stderr.str()
+
+
+def gate_properties(path: Path) -> dict[str, dict[str, str]]:
+    """junit.xml: each gate test's stated numbers, by language."""
+    import xml.etree.ElementTree as ET
+
+    return {case.get("name").removeprefix("test_language_gate[").removesuffix("]"):
+            {p.get("name"): p.get("value") for p in case.iter("property")}
+            for case in ET.parse(path).getroot().iter("testcase") if "test_language_gate" in case.get("name")}
+
+
+@pytest.mark.parametrize("selection, langs, consistency", [
+    ("language_gate", ("en", "fr"), None),  # a gate-only run: the report and table still come
+    ("en-fail or language_gate", ("en",), {"failed": 1}),  # one item plus the gate: the whole language
+])
+def test_report_languages_state_what_the_gates_stated(suite, pytester, selection, langs, consistency):
+    suite.add("test_languages.py")
+    result = suite("-k", selection, "--illusion-langs", ",".join(langs), "--illusion-report", "out",
+                   "--junitxml", "junit.xml")
+    report = json.loads((pytester.path / "out" / "report.json").read_text())
+    stated = gate_properties(pytester.path / "junit.xml")
+    assert list(report["languages"]) == list(langs) == list(stated)
+    for lang in langs:
+        row = report["languages"][lang]
+        assert row["items"] == 3  # every item of the language, as the gate used
+        assert str(row["gate"]["p_value"]) == stated[lang]["illusion_gate_p_value"]
+        assert str(row["gate"]["illusion_rate"]) == stated[lang]["illusion_gate_illusion_rate"]
+        assert str(row["illusion_rate"]) == stated[lang]["illusion_gate_illusion_rate"]
+        assert "illusion_gate_records" not in stated[lang]  # the records reach the report, not junit.xml
+        assert row["tests"]["by_test"] == {"language_gate": {"passed": 1},
+                                           **({"mc_implies_generation": consistency} if consistency else {})}
+        assert re.search(rf"^{lang}\s+3\s", result.stdout.str(), re.M)  # the table's row, over 3 items
