@@ -39,7 +39,8 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "max-illusion-rate": (float, None, "fail a language whose illusion rate exceeds this (0..1)"),
     "device": (str, "auto", "auto, cpu, cuda or cuda:N"),
     "dtype": (str, "auto", "auto (bf16 where fast, else fp32), float32, bfloat16 or float16"),
-    "batch-size": (int, 64, "questions per forward pass (results do not depend on it)"),
+    "batch-size": (int, 64, "questions per forward pass (in float32 no verdict, rank or output depends on it; "
+                               "in bf16/fp16 numbers may, so it is part of the results-store key there)"),
     "seed": (int, 0, "seed for the subset choice and sampling probes"),
     "prompt-format": (str, "auto", "auto (chat template if the model has one), chat or plain"),
     "max-new-tokens": (int, 24, "greedy answer length limit (stops earlier at newline/EOS)"),
