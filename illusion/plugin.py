@@ -1,8 +1,9 @@
 """pytest glue: options, parametrisation, fixtures, the terminal table and report.json.
 
 The plugin stays inert (and imports no torch) unless a test asks for ``illusion_item``.
-Run state lives in ``config.stash``; each test attaches its item record to its report, so the
-summary and report.json work the same with and without xdist.
+Run state lives in ``config.stash``; each test attaches its item record to its report (a gate:
+the records of its whole language), and every suite test its kind and language, so the summary
+and report.json work the same with and without xdist.
 """
 
 from __future__ import annotations
