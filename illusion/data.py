@@ -253,6 +253,7 @@ def _read_dataset(dataset: str | Path | None, wanted: list[str] | None, note: Ca
             note(f"{dataset}: skipped " + ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())))
     if not items:
         raise DataError(f"{dataset or path}: no items for languages {', '.join(wanted or [])}; check --illusion-langs")
+    check_keys(items)
     return items
 
 
@@ -282,6 +283,22 @@ def alignment_problems(items: Sequence[Item], rejected: Sequence[tuple[str, str,
             problems.append(f"{place[item.lang]}: item {item.id} has type {item.type!r} but {first_lang} has "
                             f"{first_type!r}; types must agree across languages")
     return problems
+
+
+def check_keys(items: Sequence[Item]) -> None:
+    """Every item needs its own test id ``<lang>-<id>``: ``pt-BR``/``q1`` and ``pt``/``BR-q1`` share
+    one, and would share a test, a stored result and a report row."""
+    seen: dict[str, Item] = {}
+    problems = []
+    for item in items:
+        first = seen.setdefault(item.key, item)
+        if first is not item:
+            problems.append(f"{item.origin or item.lang}: language {item.lang!r}, id {item.id!r} gets the test id "
+                            f"{item.key!r}, already taken by language {first.lang!r}, id {first.id!r} "
+                            f"({first.origin or 'the same source'}); "
+                            "test ids are <lang>-<id>: rename one of the ids")
+    if problems:
+        raise DataError(_summarise(problems))
 
 
 def _load_directory(path: Path, wanted: list[str] | None) -> list[Item]:

@@ -1,14 +1,14 @@
 """pytest glue: options, parametrisation, fixtures, the terminal table and report.json.
 
 The plugin stays inert (and imports no torch) unless a test asks for ``illusion_item``.
-Run state lives in ``config.stash``; each test attaches its item record to its report, so the
-summary and report.json work the same with and without xdist.
+Run state lives in ``config.stash``; each test attaches its item record to its report (a gate:
+the records of its whole language), and every suite test its kind and language, so the summary
+and report.json work the same with and without xdist.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +19,9 @@ from .errors import ConfigError, IllusionError
 from .terminal import safe_text
 
 ITEM_PROPERTY = "illusion_item"
+TEST_PROPERTY = "illusion_test"  # kind, lang and item id of a suite test: never parsed back from its id
+GATE_RECORDS_PROPERTY = "illusion_gate_records"  # the item records a gate used (call report only, not junit)
+GATE_RECORDS_KEY = pytest.StashKey[list]()
 SNAPSHOT_PROPERTY = "illusion_snapshot"
 # option name -> (type, default, help); each is also an ini key ``illusion_<name>``
 OPTIONS: dict[str, tuple[type, Any, str]] = {
@@ -38,7 +41,8 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "max-illusion-rate": (float, None, "fail a language whose illusion rate exceeds this (0..1)"),
     "device": (str, "auto", "auto, cpu, cuda or cuda:N"),
     "dtype": (str, "auto", "auto (bf16 where fast, else fp32), float32, bfloat16 or float16"),
-    "batch-size": (int, 64, "questions per forward pass (results do not depend on it)"),
+    "batch-size": (int, 64, "questions per forward pass (in float32 no verdict, rank or output depends on it; "
+                               "in bf16/fp16 numbers may, so it is part of the results-store key there)"),
     "seed": (int, 0, "seed for the subset choice and sampling probes"),
     "prompt-format": (str, "auto", "auto (chat template if the model has one), chat or plain"),
     "max-new-tokens": (int, 24, "greedy answer length limit (stops earlier at newline/EOS)"),
@@ -427,6 +431,31 @@ def check_gold_rank(verdict, item, baseline: GoldRankBaseline) -> None:
     baseline.check(verdict, item)
 
 
+def suite_test(item: pytest.Item) -> dict | None:
+    """Kind, language and item id of one of the suite's tests, from its parameters; None for others."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    kind = getattr(item, "originalname", item.name).removeprefix("test_")
+    if kind in ("mc_implies_generation", "gold_rank") and "illusion_item" in params:
+        return {"kind": kind, "lang": params["illusion_item"].lang, "id": params["illusion_item"].id}
+    if kind == "language_gate" and "illusion_lang" in params:
+        return {"kind": kind, "lang": params["illusion_lang"], "id": None}
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """Every report of a suite test says which test it is (an xdist worker's reach the controller
+    with it), so a test that errors in setup still counts under its language."""
+    report = yield
+    test = suite_test(item)
+    if test is not None:
+        report.user_properties.append((TEST_PROPERTY, json.dumps(test, ensure_ascii=False)))
+    if report.when == "call" and GATE_RECORDS_KEY in item.stash:
+        report.user_properties.append((GATE_RECORDS_PROPERTY, json.dumps(item.stash[GATE_RECORDS_KEY],
+                                                                         ensure_ascii=False)))
+    return report
+
+
 class _RecordCollector:
     """Collects item records and snapshot outcomes from test reports (ours, or an xdist worker's)."""
 
@@ -441,21 +470,22 @@ class _RecordCollector:
         for name, value in report.user_properties:
             if name == ITEM_PROPERTY:
                 record = json.loads(value)
-                self.records[record["lang"] + "-" + record["id"]] = record
+                self.records[record["lang"], record["id"]] = record
+            elif name == GATE_RECORDS_PROPERTY:  # the report's row of a gated language: the gate's items
+                self.records.update({(r["lang"], r["id"]): r for r in json.loads(value)})
             elif name == SNAPSHOT_PROPERTY:
                 note = json.loads(value)
                 self.snapshots[note["key"]] = note
 
     def _count(self, report: pytest.TestReport) -> None:
         """The pytest outcome of each suite test, by kind and language, for report.json."""
-        item, gate = ITEM_NODE.search(report.nodeid), GATE_NODE.search(report.nodeid)
-        if not (item or gate):
+        test = next((json.loads(value) for name, value in report.user_properties if name == TEST_PROPERTY), None)
+        if test is None:
             return
-        kind, lang = (item.group(1), item["lang"]) if item else ("language_gate", gate["lang"])
         outcome = report.outcome
         if hasattr(report, "wasxfail"):
             outcome = "xpassed" if report.passed else "xfailed"
-        self.outcomes[report.nodeid] = (kind, lang, outcome)
+        self.outcomes[report.nodeid] = (test["kind"], test["lang"], outcome)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -564,18 +594,24 @@ class _SafeLines:
 
 @pytest.fixture
 def illusion_gate(request: pytest.FixtureRequest, illusion_lang: str):
-    """The paired McNemar gate of one language, over every item the options select in it."""
+    """The paired McNemar gate of one language, over every item the options select in it. Its item
+    records go to the report, so report.json and the table state the numbers the gate used."""
+    from .report import item_record
     from .verdict import language_gate
 
     session = _session(request.config)
+    items = [item for item in session.items if item.lang == illusion_lang]
     try:
-        verdicts = session.verdicts([item for item in session.items if item.lang == illusion_lang])
+        verdicts = session.verdicts(items)
     except IllusionError as exc:
         stop_run(request.session, exc)
     rc = request.config.stash[CONFIG_KEY]
     gate = language_gate(illusion_lang, verdicts, alpha=rc.alpha, max_illusion_rate=rc.max_illusion_rate)
     request.node.user_properties += [("illusion_gate_p_value", gate.p_value),
                                      ("illusion_gate_illusion_rate", gate.illusion_rate)]
+    request.node.stash[GATE_RECORDS_KEY] = [
+        item_record(verdict, question=item.question, aliases=item.aliases, item_type=item.type)
+        for item, verdict in zip(items, verdicts)]
     return gate
 
 
@@ -596,6 +632,3 @@ def check_consistency(verdict, item) -> None:
                                f"(reference greedy: {verdict.reference.generation!r})"))
     pytest.fail(consistency_message(verdict, item), pytrace=False)
 
-
-ITEM_NODE = re.compile(r"::test_(mc_implies_generation|gold_rank)\[(?P<lang>[^\]-]+)-(?P<id>[^\]]+)\]$")
-GATE_NODE = re.compile(r"::test_language_gate\[(?P<lang>[^\]]+)\]$")

@@ -4,7 +4,8 @@ The reference's results hardly ever change and the candidate's change only with 
 rerun reads instead of recomputing, and never needs the model in memory. The key always holds
 the model's content fingerprint (a cache keyed by request alone returns one model's answers for
 another), the item's content, and everything that changes numbers: prompt format, decoding,
-normalisation, dtype, device type, seed and the library versions.
+normalisation, dtype, device type, seed, the library versions, remote code, and the batch size where
+it changes numbers (bf16/fp16).
 
 The store is a cache, so no fault in it may break a run: a damaged or foreign file is moved aside
 (never written into) and replaced, an unwritable one is only read, and a write that fails mid-run
@@ -40,13 +41,23 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
-def config_hash(probe_key: dict, *, dtype: str, device: str, seed: int) -> str:
-    """Hash of everything besides weights and item that decides a result."""
+def config_hash(probe_key: dict, *, dtype: str, device: str, seed: int, trust_remote_code: bool = False,
+                batch_size: int | None = None) -> str:
+    """Hash of everything besides weights and item that decides a result.
+
+    ``trust_remote_code``: the repository's own model class, not the built-in one. ``batch_size``:
+    give it where the batch shape changes numbers (bf16/fp16), else None. Each enters the key only
+    when set, so the hashes of the default configuration stay what they were.
+    """
     import torch
     import transformers
 
     key = {**probe_key, "dtype": dtype, "device": device.split(":")[0], "seed": seed,
            "torch": torch.__version__, "transformers": transformers.__version__, "schema": SCHEMA_VERSION}
+    if trust_remote_code:
+        key["trust_remote_code"] = True
+    if batch_size is not None:
+        key["batch_size"] = batch_size
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -145,6 +145,49 @@ def test_k_selects_languages_and_computes_only_those(suite, pytester):
     assert {i["lang"] for i in report["items"]} == {"fr"} and list(report["languages"]) == ["fr"]
 
 
+def relabel(world, directory: Path, langs: dict[str, str]) -> Path:
+    """The world's items with their languages renamed, e.g. en -> pt-BR (models do not care)."""
+    rows = [{**json.loads(line), "lang": new} for old, new in langs.items()
+            for line in (world["data"] / f"{old}.jsonl").read_text().splitlines()]
+    return write_items(directory, rows)
+
+
+def test_hyphenated_languages_are_counted_under_their_own_name(suite, pytester, world):
+    """pt-BR-fail is item 'fail' of pt-BR, not item 'BR-fail' of pt: report.json counts every test
+    (a gate that errors in setup too) under its language, with and without xdist."""
+    data = relabel(world, pytester.path / "qa-tags", {"en": "pt-BR", "fr": "zh-Hans"})
+    suite.add("test_languages.py")
+    pytester.makeconftest("""
+        import pytest
+
+        @pytest.fixture(autouse=True)
+        def broken_setup(request):
+            if request.node.name == "test_language_gate[zh-Hans]":
+                raise RuntimeError("setup breaks")
+    """)
+    for run, args in (("serial", ()), ("parallel", ("-n", "2"))):
+        suite("--illusion-dataset", str(data), "--illusion-report", run, *args, subprocess=bool(args))
+        report = json.loads((pytester.path / run / "report.json").read_text())
+        assert list(report["languages"]) == ["pt-BR", "zh-Hans"]
+        assert {(i["lang"], i["id"]) for i in report["items"]} == {
+            (lang, name) for lang in ("pt-BR", "zh-Hans") for name in ("fail", "xfail", "pass")}
+        for lang, gate in (("pt-BR", {"passed": 1}), ("zh-Hans", {"failed": 1})):  # an error in setup
+            tests = report["languages"][lang]["tests"]
+            assert tests["by_test"] == {"mc_implies_generation": {"passed": 1, "failed": 1, "xfailed": 1},
+                                        "language_gate": gate}, (run, lang)
+            assert report["languages"][lang]["items"] == 3
+
+
+def test_items_whose_test_ids_collide_are_rejected(suite, pytester, world):
+    rows = [json.loads(line) for line in (world["data"] / "en.jsonl").read_text().splitlines()]
+    data = write_items(pytester.path / "qa-clash", [{**rows[0], "lang": "pt-BR", "id": "q1"},
+                                                     {**rows[1], "lang": "pt", "id": "BR-q1"}])
+    result = suite("--illusion-dataset", str(data))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = result.stdout.str() + result.stderr.str()
+    assert "test id 'pt-BR-q1'" in text and "Traceback" not in text
+
+
 def outcomes(result) -> dict[str, str]:
     found = {}
     for line in result.outlines:
@@ -434,3 +477,35 @@ def test_a_broken_model_stops_an_xdist_run_once_with_a_usage_error(suite, world,
     lines = [line for line in text.splitlines() if "cannot load" in line]
     assert len(lines) == 1 and str(weights) in lines[0], lines
     assert "INTERNALERROR" not in text and "Traceback" not in text
+
+
+def gate_properties(path: Path) -> dict[str, dict[str, str]]:
+    """junit.xml: each gate test's stated numbers, by language."""
+    import xml.etree.ElementTree as ET
+
+    return {case.get("name").removeprefix("test_language_gate[").removesuffix("]"):
+            {p.get("name"): p.get("value") for p in case.iter("property")}
+            for case in ET.parse(path).getroot().iter("testcase") if "test_language_gate" in case.get("name")}
+
+
+@pytest.mark.parametrize("selection, langs, consistency", [
+    ("language_gate", ("en", "fr"), None),  # a gate-only run: the report and table still come
+    ("en-fail or language_gate", ("en",), {"failed": 1}),  # one item plus the gate: the whole language
+])
+def test_report_languages_state_what_the_gates_stated(suite, pytester, selection, langs, consistency):
+    suite.add("test_languages.py")
+    result = suite("-k", selection, "--illusion-langs", ",".join(langs), "--illusion-report", "out",
+                   "--junitxml", "junit.xml")
+    report = json.loads((pytester.path / "out" / "report.json").read_text())
+    stated = gate_properties(pytester.path / "junit.xml")
+    assert list(report["languages"]) == list(langs) == list(stated)
+    for lang in langs:
+        row = report["languages"][lang]
+        assert row["items"] == 3  # every item of the language, as the gate used
+        assert str(row["gate"]["p_value"]) == stated[lang]["illusion_gate_p_value"]
+        assert str(row["gate"]["illusion_rate"]) == stated[lang]["illusion_gate_illusion_rate"]
+        assert str(row["illusion_rate"]) == stated[lang]["illusion_gate_illusion_rate"]
+        assert "illusion_gate_records" not in stated[lang]  # the records reach the report, not junit.xml
+        assert row["tests"]["by_test"] == {"language_gate": {"passed": 1},
+                                           **({"mc_implies_generation": consistency} if consistency else {})}
+        assert re.search(rf"^{lang}\s+3\s", result.stdout.str(), re.M)  # the table's row, over 3 items

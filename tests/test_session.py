@@ -1,8 +1,10 @@
-"""How xdist workers cut the collection into blocks of work (the pure part of sharing)."""
+"""How xdist workers cut the collection into blocks of work (the pure part of sharing), and store keys."""
 
 from __future__ import annotations
 
 from collections import Counter
+
+import pytest
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -64,3 +66,23 @@ def test_recovery_chunks_are_even_and_within_a_quarter_batch(n, batch):
     assert all(1 <= size <= max(1, batch // 4) for size in sizes)
     assert max(sizes, default=0) - min(sizes, default=0) <= 1  # 33 at batch 64: 11/11/11, not 16/16/1
     assert len(chunks) == -(-n // max(1, batch // 4))  # no more chunks than the quarter-batch cap needs
+
+
+@pytest.mark.parametrize("dtype, batch_keyed", [("float32", False), ("auto", False), ("bfloat16", True),
+                                                ("float16", True)])
+def test_store_keys_hold_remote_code_and_the_batch_size_where_it_changes_numbers(tmp_path, tiny_dir, monkeypatch,
+                                                                                 dtype, batch_keyed):
+    """auto is float32 on a CPU, where batch shape does not change verdicts, ranks or outputs."""
+    from illusion.session import IllusionSession, RunConfig
+
+    monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path / "cache"))
+
+    def keys(**options) -> list[tuple[str, str]]:
+        session = IllusionSession(RunConfig(model=str(tiny_dir), dtype=dtype, device="cpu", **options))
+        return [session._store_keys(side, recovered=recovered)
+                for side, recovered in (("reference", False), ("candidate", False), ("candidate", True))]
+
+    for plain, remote in zip(keys(), keys(trust_remote_code=True)):
+        assert plain[0] == remote[0] and plain[1] != remote[1]  # same weights, another result
+    for small, large in zip(keys(batch_size=8), keys(batch_size=16)):
+        assert (small != large) == batch_keyed

@@ -430,3 +430,13 @@ def test_workers_finding_a_damaged_store_at_once_move_it_aside_once(tmp_path):
     assert sum("moved it to" in w for ws in said for w in ws) == 1, said
     assert len([p for p in _asides(tmp_path) if not p.name.endswith(("-wal", "-shm"))]) == 1
     assert ResultStore(path).info()["results"] == 3
+
+
+def test_config_hash_keys_remote_code_and_batch_size_when_given():
+    """A remote-code model's results are not a built-in class's; a batch size changes bf16/fp16
+    numbers. Without them (defaults) the hash is what it was, so existing stores stay warm."""
+    base = config_hash(KEY, dtype="float32", device="cpu", seed=0)
+    assert config_hash(KEY, dtype="float32", device="cpu", seed=0, trust_remote_code=False, batch_size=None) == base
+    assert config_hash(KEY, dtype="float32", device="cpu", seed=0, trust_remote_code=True) != base
+    half = [config_hash(KEY, dtype="bfloat16", device="cpu", seed=0, batch_size=size) for size in (8, 16, None)]
+    assert len(set(half)) == 3
