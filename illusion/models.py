@@ -40,7 +40,8 @@ CONVERSION_VERSION = 1
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 FINGERPRINT_FILES = re.compile(
     r"(config\.json|generation_config\.json|tokenizer.*\.json|tokenizer\.model|vocab\.json|"
-    r"merges\.txt|special_tokens_map\.json|chat_template\.(jinja|json)|.*\.safetensors|.*\.bin|.*\.gguf)$"
+    r"merges\.txt|special_tokens_map\.json|chat_template\.(jinja|json)|.*\.safetensors|.*\.bin|.*\.gguf|"
+    r".*\.py)$"  # a repository's own model code (auto_map), run under --illusion-trust-remote-code
 )
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 

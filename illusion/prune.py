@@ -532,15 +532,20 @@ def device_type(device: str) -> str:
 
 
 def pruned_fingerprint(
-    base_fingerprint: str, recipe: PruneRecipe, calibration: CalibrationConfig, *, device: str, dtype: str
+    base_fingerprint: str, recipe: PruneRecipe, calibration: CalibrationConfig, *, device: str, dtype: str,
+    trust_remote_code: bool = False,
 ) -> str:
     """Fingerprint of a pruned model, known without pruning: base weights + recipe + calibration
-    (for the methods that use one) + the device type and dtype the pruning computes in."""
+    (for the methods that use one) + the device type and dtype the pruning computes in + whether the
+    repository's own model code ran (its forward decides the calibration activations). The last
+    enters the key only when set, so existing pruned caches keep their keys."""
     import hashlib
     import json
 
     key = {"base": base_fingerprint, "recipe": recipe.spec, "calibration": _calibration_record(recipe, calibration),
            "device": device_type(device), "dtype": dtype, "version": PRUNE_VERSION}
+    if trust_remote_code:
+        key["trust_remote_code"] = True
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -683,7 +688,8 @@ def prune_checkpoint(
         "base_fingerprint": loaded.fingerprint, "recipe": recipe.spec,
         "calibration": _calibration_record(recipe, calibration), "device": device_type(device),
         "dtype": PRUNE_DTYPE, "zeros": stats.total,
-        "fingerprint": pruned_fingerprint(loaded.fingerprint, recipe, calibration, device=device, dtype=PRUNE_DTYPE),
+        "fingerprint": pruned_fingerprint(loaded.fingerprint, recipe, calibration, device=device, dtype=PRUNE_DTYPE,
+                                          trust_remote_code=trust_remote_code),
     }
     write_pruned(loaded.model, loaded.tokenizer, out, manifest, force=force)
     say(f"pruned to {stats.total:.1%} zeros in the decoder linears; wrote {out}")

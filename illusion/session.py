@@ -360,7 +360,7 @@ class IllusionSession:
         recipe = parse_recipe(self.config.prune or "")
         calibration = self.config.calibration
         key = pruned_fingerprint(fingerprint(base), recipe, calibration, device=resolve_device(self.config.device),
-                                 dtype=PRUNE_DTYPE)
+                                 dtype=PRUNE_DTYPE, trust_remote_code=self.config.trust_remote_code)
         return base, key, recipe, calibration
 
     def _pruned_dir(self) -> Path:

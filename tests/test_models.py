@@ -61,6 +61,17 @@ def test_fingerprint_follows_content_not_path(tiny_dir, tmp_path):
     assert directory_fingerprint(copy) != directory_fingerprint(tiny_dir)
 
 
+def test_fingerprint_follows_the_repositorys_own_code(tiny_dir, tmp_path):
+    """Under --illusion-trust-remote-code a modeling_*.py decides the outputs: editing it must not
+    serve the results stored for the old code."""
+    copy = shutil.copytree(tiny_dir, tmp_path / "remote")
+    (copy / "modeling_x.py").write_text("SCALE = 1\n")
+    first = directory_fingerprint(copy)
+    assert first != directory_fingerprint(tiny_dir)
+    (copy / "modeling_x.py").write_text("SCALE = 2\n")
+    assert directory_fingerprint(copy) != first
+
+
 def test_pickled_weights_are_refused(tiny_dir, tmp_path):
     copy = shutil.copytree(tiny_dir, tmp_path / "pickled")
     (copy / "model.safetensors").rename(copy / "pytorch_model.bin")

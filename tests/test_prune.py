@@ -387,6 +387,8 @@ def test_pruned_fingerprint_follows_device_dtype_and_calibration():
     assert key(device="cuda:0") == key(device="cuda:1")  # the kind of device decides, not its index
     assert key(dtype="bfloat16") != key()
     assert key(calibration=CalibrationConfig(seed=1)) != key()
+    remote = pruned_fingerprint("base", wanda, CalibrationConfig(), device="cpu", dtype="float32", trust_remote_code=True)
+    assert remote != key()  # the repository's own forward made the calibration activations
     magnitude = parse_recipe("magnitude:0.5")  # reads no calibration text: its seed must not re-prune
     assert key(magnitude, CalibrationConfig(seed=1)) == key(magnitude)
 
