@@ -169,7 +169,11 @@ def set_name(*, model_label: str, recipe_label: str | None, dataset: str | None,
 
 
 def _slug(text: str) -> str:
-    name = text.rstrip("/\\").replace("\\", "/").split("/")[-1] if "/" in text and ":" not in text else text
+    """A dataset's part of a set name: a path's last part (so the name is the same on every
+    machine and from every working directory), ``mkqa:`` + its path's last part, ``hf:`` ids whole."""
+    prefix, _, rest = text.partition(":") if text.startswith(("mkqa:", "hf:")) else ("", "", text)
+    last = rest.rstrip("/\\").replace("\\", "/").split("/")[-1] if "/" in rest and prefix != "hf" else rest
+    name = f"{prefix}-{last}" if prefix else last
     return re.sub(r"[^\w.-]+", "-", name).strip("-").lower() or "dataset"
 
 

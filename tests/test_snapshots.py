@@ -143,6 +143,18 @@ def test_set_names_separate_configurations():
                     prompt_format="chat") == "m/no-prune/my-qa-bfloat16-chat"
 
 
+@pytest.mark.parametrize("dataset, slug", [
+    ("mkqa:/home/me/data/mkqa.jsonl.gz", "mkqa-mkqa.jsonl.gz"),  # an ini path made absolute: no machine in the name
+    ("mkqa:data/mkqa.jsonl.gz", "mkqa-mkqa.jsonl.gz"),
+    ("mkqa:apple/mkqa", "mkqa-mkqa"),
+    ("hf:org/my-qa:test", "hf-org-my-qa-test"),
+    ("qa.jsonl", "qa.jsonl"),
+])
+def test_set_names_do_not_depend_on_where_the_dataset_lies(dataset, slug):
+    name = set_name(model_label="m", recipe_label=None, dataset=dataset, dtype="float32", prompt_format="auto")
+    assert name == f"m/no-prune/{slug}-float32-auto"
+
+
 # --- the suite through pytester ---------------------------------------------------------------------
 
 @pytest.fixture
