@@ -18,6 +18,20 @@ from transformers import AutoModelForCausalLM, GenerationMixin, LlamaForCausalLM
 from cache_guard import CacheGuard
 from tiny import build_model_dir
 
+
+def _share_the_cores() -> None:
+    """Under ``make test`` (-n 2) each xdist worker takes its share of the cores, as the plugin's own
+    workers do: two workers of two threads each on two cores spin against each other. The share goes
+    to the processes a test starts too (pytester subprocess runs), through OMP_NUM_THREADS."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
+
+
+_share_the_cores()
+
 pytest_plugins = ["pytester"]
 
 # The user's caches, read before any fixture points HOME or ILLUSION_CACHE elsewhere. No test may

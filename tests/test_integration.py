@@ -10,7 +10,8 @@ import pytest
 SUITE = Path(__file__).resolve().parent.parent / "illusion_tests"
 
 
-def test_suite_runs_on_smollm2(pytester):
+def test_suite_runs_on_smollm2(pytester, monkeypatch, shared_cache):
+    monkeypatch.setenv("ILLUSION_CACHE", str(shared_cache))  # the converted SmolLM2; no results (--illusion-no-cache)
     pytester.makeini("[pytest]\n")
     target = pytester.mkpydir("illusion_tests")
     for module in ("test_consistency.py", "test_gold_rank.py", "test_languages.py"):
