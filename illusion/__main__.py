@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .data import check_dataset, default_dataset
 from .errors import IllusionError
+
+if TYPE_CHECKING:
+    from .models import DigestMemo
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -47,7 +50,7 @@ def run_prune(args: argparse.Namespace) -> int:
 def run_cache(args: argparse.Namespace) -> int:
     """Inspect or clear the results store under $ILLUSION_CACHE. ``info`` only reads (with an
     integrity check) and fails on a damaged or foreign file; ``clear`` moves such a file aside."""
-    from .models import cache_root
+    from .models import cache_root, digest_memo
     from .store import ResultStore, StoreError, inspect_store
 
     path = cache_root() / "results.sqlite3"
@@ -60,7 +63,19 @@ def run_cache(args: argparse.Namespace) -> int:
         raise StoreError(f"results store {path} {info['problem']}: {info['fix']}")
     mode = " (read-only: results are read, not stored)" if info["mode"] == "read-only" else ""
     print(f"{info['path']}: {info['results']} results for {info['models']} model(s), {info['bytes']} bytes{mode}")
+    print(describe_digest_memo(digest_memo()))
     return 0
+
+
+def describe_digest_memo(memo: DigestMemo) -> str:
+    """One line: how many checkpoint files are fingerprinted already, and what the slowest first hash cost."""
+    if not memo.files:
+        return f"{memo.path}: no file digests memoised yet"
+    line = f"{memo.path}: {memo.files} file digest(s) memoised over {memo.bytes} bytes"
+    if memo.slowest:
+        name, size, seconds = memo.slowest
+        line += f"; slowest first hash: {name} ({size} bytes) in {seconds:.2f} s"
+    return line
 
 
 def run_sweep(args: argparse.Namespace) -> int:
