@@ -1,4 +1,4 @@
-"""Command line: ``python -m illusion validate PATH``, ``prune ...``, ``cache ...`` and ``sweep ...``.
+"""Command line: ``python -m illusion validate PATH``, ``prune ...``, ``export ...``, ``cache ...`` and ``sweep ...``.
 
 Subcommands print one line per problem (``file:line: field ...; fix``) and exit 1 when any is
 found, 2 on usage errors.
@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .data import check_dataset, default_dataset
 from .errors import IllusionError
+
+if TYPE_CHECKING:
+    from .models import DigestMemo
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -44,10 +47,22 @@ def run_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    """Write a model spec (e.g. the builtin) as a standard Hugging Face checkpoint directory."""
+    from .checkpoint import EXPORT_DTYPE, export_checkpoint
+    from .models import parse_spec
+
+    names = export_checkpoint(parse_spec(args.model), args.out, trust_remote_code=args.trust_remote_code,
+                              force=args.force, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(f"{args.out}: {args.model} as a Hugging Face checkpoint ({EXPORT_DTYPE}, {len(names)} files); "
+          f"use it with --illusion-model {args.out}")
+    return 0
+
+
 def run_cache(args: argparse.Namespace) -> int:
     """Inspect or clear the results store under $ILLUSION_CACHE. ``info`` only reads (with an
     integrity check) and fails on a damaged or foreign file; ``clear`` moves such a file aside."""
-    from .models import cache_root
+    from .models import cache_root, digest_memo
     from .store import ResultStore, StoreError, inspect_store
 
     path = cache_root() / "results.sqlite3"
@@ -60,7 +75,19 @@ def run_cache(args: argparse.Namespace) -> int:
         raise StoreError(f"results store {path} {info['problem']}: {info['fix']}")
     mode = " (read-only: results are read, not stored)" if info["mode"] == "read-only" else ""
     print(f"{info['path']}: {info['results']} results for {info['models']} model(s), {info['bytes']} bytes{mode}")
+    print(describe_digest_memo(digest_memo()))
     return 0
+
+
+def describe_digest_memo(memo: DigestMemo) -> str:
+    """One line: how many checkpoint files are fingerprinted already, and what the slowest first hash cost."""
+    if not memo.files:
+        return f"{memo.path}: no file digests memoised yet"
+    line = f"{memo.path}: {memo.files} file digest(s) memoised over {memo.bytes} bytes"
+    if memo.slowest:
+        name, size, seconds = memo.slowest
+        line += f"; slowest first hash: {name} ({size} bytes) in {seconds:.2f} s"
+    return line
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -119,9 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     amount.add_argument("--sparsity", help="unstructured fraction of zeros per row, e.g. 0.5")
     amount.add_argument("--nm", help="semi-structured N:M, e.g. 2:4 (N zeros in every M inputs)")
     prune.add_argument("--out", required=True, type=Path,
-                       help="directory to write the checkpoint to: new, empty, or written by this command before")
+                       help="directory to write the checkpoint to: new, empty, or written by prune or export before")
     prune.add_argument("--force", action="store_true",
-                       help="write into a non-empty --out this command did not write (only the checkpoint's own "
+                       help="write into a non-empty --out this project did not write (only the checkpoint's own "
                             "files are replaced; other files are kept)")
     prune.add_argument("--calibration-langs", default="", help="e.g. fr,de (default: all shipped languages)")
     prune.add_argument("--calibration-samples", type=int, default=64)
@@ -131,6 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     prune.add_argument("--device", default="auto")
     prune.add_argument("--trust-remote-code", action="store_true")
     prune.set_defaults(run=run_prune)
+    export = commands.add_parser("export", help="write a model (e.g. the builtin) as a Hugging Face checkpoint")
+    export.add_argument("model", help="smollm2-135m, a checkpoint dir, a .gguf file or org/name")
+    export.add_argument("--out", required=True, type=Path,
+                        help="directory to write the checkpoint to: new, empty, or written by prune or export before")
+    export.add_argument("--force", action="store_true",
+                        help="write into a non-empty --out this project did not write (only the checkpoint's own "
+                             "files are replaced; other files are kept)")
+    export.add_argument("--trust-remote-code", action="store_true")
+    export.set_defaults(run=run_export)
     cache = commands.add_parser("cache", help="inspect or clear the results store")
     cache.add_argument("action", choices=["info", "clear"])
     cache.set_defaults(run=run_cache)

@@ -15,6 +15,7 @@ from typing import Callable, Literal, get_args
 import torch
 from torch import nn
 
+from illusion.checkpoint import MARKER_VERSION, inspect_output, marker_name, write_checkpoint
 from illusion.data import fixtures_dir
 from illusion.errors import ConfigError, ModelError, RecipeError
 
@@ -520,10 +521,8 @@ def prune_model(
 PRUNE_VERSION = 1
 # The dtype pruning runs in: weights load in float32, statistics accumulate in float32.
 PRUNE_DTYPE = "float32"
-# Written into every checkpoint this module writes: the recipe, and the files it wrote. A later
-# run recognises a directory it wrote by it, and replaces (or removes) only the files it lists.
-MARKER = "illusion-prune.json"
-MARKER_VERSION = 1
+# Written into every checkpoint this module writes: the recipe, and the files it wrote (checkpoint.py).
+MARKER = marker_name("prune")
 
 
 def device_type(device: str) -> str:
@@ -559,101 +558,10 @@ def _calibration_record(recipe: PruneRecipe, calibration: CalibrationConfig) -> 
 # ----------------------------------------------------------------------------- the output directory
 
 
-@dataclass(frozen=True)
-class OutputDir:
-    """What ``--out`` holds before writing: the files an earlier run of this command wrote there
-    (listed in its marker; it may replace or remove them) and every other entry (never removed)."""
-
-    path: Path
-    exists: bool
-    owned: frozenset[str]
-    foreign: frozenset[str]
-
-
-def _marker_files(directory: Path) -> frozenset[str] | None:
-    """The plain file names a valid marker in ``directory`` lists; None without a valid marker."""
-    import json
-
-    try:
-        marker = json.loads((directory / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    files = marker.get("files") if isinstance(marker, dict) else None
-    if not isinstance(files, list):
-        return None
-    return frozenset(name for name in files if isinstance(name, str) and _plain_name(name))
-
-
-def _plain_name(name: str) -> bool:
-    """A file name inside the directory, never a path out of it."""
-    return name not in ("", ".", "..", MARKER) and "/" not in name and "\\" not in name and "\0" not in name
-
-
-def inspect_output(out: Path, *, force: bool) -> OutputDir:
-    """Check ``out`` can take the checkpoint; raise ConfigError (before any work) if it cannot.
-
-    Absent, empty, or written by this command before: fine. Anything else needs ``force``, and
-    even then only the checkpoint's own files are written there; other files are kept.
-    """
-    from .models import STAGING_DIR
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a file, not a directory; give a new or empty directory")
-    if not out.exists():
-        return OutputDir(out, False, frozenset(), frozenset())
-    owned = _marker_files(out)
-    entries = {p.name for p in out.iterdir()} - {STAGING_DIR, MARKER}
-    foreign = frozenset(entries - (owned or frozenset()))
-    if owned is None and entries and not force:
-        shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
-        raise ConfigError(
-            f"--out {str(out)!r} is not empty ({shown}) and holds no checkpoint written by this command "
-            f"(no {MARKER}); nothing was written. Choose a new or empty directory, or pass --force to write "
-            "the checkpoint's own files there (files with other names are kept)"
-        )
-    return OutputDir(out, True, owned or frozenset(), foreign)
-
-
 def write_pruned(model, tokenizer, out: Path, manifest: dict, *, force: bool) -> list[str]:
-    """Write the pruned checkpoint and its marker to ``out``; return the file names written.
-
-    A new directory appears in one rename. Into an existing one, each file is replaced by one
-    rename, after a marker listing the old and new files, so a crash at any point leaves a
-    directory the next run recognises; then the files the earlier run wrote and this one did not
-    are removed. Files this command never wrote are never removed.
-    """
-    import json
-
-    from .models import publish_dir, replace_files, stage_checkpoint, staging_dir, write_atomic
-
-    def marker(files, *, complete: bool) -> bytes:
-        record = {**manifest, "files": sorted(files), "complete": complete}
-        return json.dumps(record, indent=1, sort_keys=True).encode("utf-8")
-
-    plan = inspect_output(out, force=force)  # again: the directory may have changed while pruning
-    if not plan.exists:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with staging_dir(out) as staging:
-            names = stage_checkpoint(model, tokenizer, staging)
-            (staging / MARKER).write_bytes(marker(names, complete=True))
-            publish_dir(staging, out)
-        return names
-    with staging_dir(out, inside=True) as staging:
-        names = stage_checkpoint(model, tokenizer, staging)
-        clash = sorted(set(names) & plan.foreign)
-        if clash and not force:
-            raise ConfigError(
-                f"--out {str(out)!r}: {', '.join(clash)} would replace files this command did not write "
-                "there; nothing was written. Move them away, or pass --force to replace them"
-            )
-        write_atomic(out / MARKER, marker(plan.owned | set(names), complete=False))
-        replace_files(staging, out, names)
-        for name in sorted(plan.owned - set(names)):
-            old = out / name
-            if old.is_file() or old.is_symlink():
-                old.unlink()
-        write_atomic(out / MARKER, marker(names, complete=True))
-    return names
+    """Write the pruned checkpoint and its marker ``illusion-prune.json`` to ``out`` (see
+    ``checkpoint.write_checkpoint``); return the file names written."""
+    return write_checkpoint(model, tokenizer, out, manifest, command="prune", force=force)
 
 
 def prune_checkpoint(
@@ -669,7 +577,7 @@ def prune_checkpoint(
 ) -> PruneStats:
     """Load ``spec`` in float32, prune it, and write a standard HF checkpoint to ``out``.
 
-    ``out`` must be absent, empty, or a checkpoint this function wrote before, unless ``force``
+    ``out`` must be absent, empty, or a checkpoint ``prune`` or ``export`` wrote before, unless ``force``
     (see ``inspect_output``); it is checked before the model loads.
     """
     from .models import load_model, resolve_device

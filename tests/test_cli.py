@@ -271,6 +271,22 @@ def test_cache_info_reports_a_damaged_store_and_clear_replaces_it(tmp_path, monk
     assert after.returncode == 0 and "0 results for 0 model(s)" in after.stdout, after
 
 
+def test_cache_info_shows_the_digest_memo(tmp_path, monkeypatch):
+    from illusion.models import file_digest
+
+    monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path / "cache"))
+    assert "no file digests memoised yet" in run("cache", "info").stdout
+    small, large = tmp_path / "small.safetensors", tmp_path / "large.safetensors"
+    small.write_bytes(b"s" * 10)
+    large.write_bytes(b"l" * (4 << 20))
+    file_digest(small), file_digest(large), file_digest(large)  # the second of large is memoised
+    info = run("cache", "info")
+    assert info.returncode == 0, info
+    memo = next(line for line in info.stdout.splitlines() if "digests.json" in line)
+    assert f"2 file digest(s) memoised over {10 + (4 << 20)} bytes" in memo
+    assert "slowest first hash: " in memo and " s" in memo
+
+
 def test_cache_info_reports_a_foreign_file_without_touching_it(tmp_path, monkeypatch):
     import sqlite3
 
