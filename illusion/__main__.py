@@ -131,6 +131,15 @@ def add_sweep_parser(commands) -> None:
     sweep.set_defaults(run=run_sweep)
 
 
+def add_output_arguments(command) -> None:
+    """``--out`` and ``--force``, the same for every command that writes a checkpoint (prune, export)."""
+    command.add_argument("--out", required=True, type=Path,
+                         help="directory to write the checkpoint to: new, empty, or written by prune or export before")
+    command.add_argument("--force", action="store_true",
+                         help="write into a non-empty --out this project did not write (only the checkpoint's own "
+                              "files are replaced; other files are kept)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m illusion", description="benchmark-illusion tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -145,11 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     amount = prune.add_mutually_exclusive_group(required=True)
     amount.add_argument("--sparsity", help="unstructured fraction of zeros per row, e.g. 0.5")
     amount.add_argument("--nm", help="semi-structured N:M, e.g. 2:4 (N zeros in every M inputs)")
-    prune.add_argument("--out", required=True, type=Path,
-                       help="directory to write the checkpoint to: new, empty, or written by prune or export before")
-    prune.add_argument("--force", action="store_true",
-                       help="write into a non-empty --out this project did not write (only the checkpoint's own "
-                            "files are replaced; other files are kept)")
+    add_output_arguments(prune)
     prune.add_argument("--calibration-langs", default="", help="e.g. fr,de (default: all shipped languages)")
     prune.add_argument("--calibration-samples", type=int, default=64)
     prune.add_argument("--calibration-seqlen", type=int, default=256)
@@ -160,11 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prune.set_defaults(run=run_prune)
     export = commands.add_parser("export", help="write a model (e.g. the builtin) as a Hugging Face checkpoint")
     export.add_argument("model", help="smollm2-135m, a checkpoint dir, a .gguf file or org/name")
-    export.add_argument("--out", required=True, type=Path,
-                        help="directory to write the checkpoint to: new, empty, or written by prune or export before")
-    export.add_argument("--force", action="store_true",
-                        help="write into a non-empty --out this project did not write (only the checkpoint's own "
-                             "files are replaced; other files are kept)")
+    add_output_arguments(export)
     export.add_argument("--trust-remote-code", action="store_true")
     export.set_defaults(run=run_export)
     cache = commands.add_parser("cache", help="inspect or clear the results store")
