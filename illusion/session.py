@@ -303,7 +303,7 @@ class IllusionSession:
             model_key = fingerprint(parse_spec(self.config.model if side == "candidate" else self.config.reference_spec))
         device, dtype = self._device_dtype
         probe_key = {**self.config.probe_config.key(), "recovery_probes": RECOVERY_VERSION if recovered else False}
-        # In float32 the batch shape changes no verdict, rank or output (tests/test_probe.py); in bf16/fp16 it does.
+        # In float32 the batch shape changes no verdict, rank or output (tests/test_batch_invariance.py); in bf16/fp16 it does.
         batch_size = None if dtype == "float32" else self.config.batch_size
         return model_key, config_hash(probe_key, dtype=dtype, device=device, seed=self.config.seed,
                                       trust_remote_code=self.config.trust_remote_code, batch_size=batch_size)
