@@ -6,19 +6,29 @@ computed in one batched pass. xdist workers share the work through a directory o
 recovery probes) is cut into the same blocks by every worker and claimed under file locks, so
 every block is computed exactly once, and results reach the worker whose tests need them through
 the results store. A candidate identical to the reference is probed once and used for both sides.
+
+The second part is the pytest run around it: what an xdist worker takes for itself (its share of
+the cores, its GPU, the run's shared directory), how a broken run stops once with exit code 4,
+and what the tests report (``RunRecords``), from which the table and report.json are made.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+import os
+import sys
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
+
+import pytest
 
 from .data import Item, exemplar_for, load_exemplars, load_items
 from .errors import ModelError
 from .models import LoadedModel, cache_root, fingerprint, load_model, parse_spec
 from .probe import ItemResult, ProbeConfig, probe, recover, recovery_chunks
+from .terminal import safe_text
 from .verdict import ItemVerdict
 
 Progress = Callable[[str], None]
@@ -380,3 +390,208 @@ class IllusionSession:
                 prune_checkpoint(base, recipe, calibration, target, device=self.config.device,
                                  trust_remote_code=self.config.trust_remote_code, progress=self.progress)
         return target
+
+
+# --- the pytest run: xdist workers ------------------------------------------------------------
+
+RUN_DIR_INPUT = "illusion_run_dir"  # workerinput key: the directory the run's workers share
+
+
+def worker_index(worker_id: str) -> int:
+    """``gw3`` -> 3."""
+    return int(worker_id.removeprefix("gw") or 0)
+
+
+def share_cores(workers: int) -> None:
+    """Each xdist worker gets its share of the cores, so N workers do not oversubscribe them."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+
+
+def own_gpu(run: RunConfig, worker_id: str) -> RunConfig:
+    """On a machine with several GPUs, xdist worker gwN takes GPU N (mod the count)."""
+    if run.device not in ("auto", "cuda"):
+        return run
+    import torch
+
+    from .models import worker_device
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = worker_device(run.device, worker_index(worker_id), gpus)
+    return replace(run, device=device) if device != run.device else run
+
+
+def open_session(run: RunConfig, *, workerinput: dict | None, say: Callable[[str, str | None], None]) -> IllusionSession:
+    """This process's session. On an xdist worker (``workerinput``): its share of the cores, its GPU,
+    and the run directory it shares work through; ``say`` then names the worker."""
+    share, worker = None, None
+    if workerinput is not None:
+        worker = workerinput.get("workerid", "gw0")
+        workers = int(workerinput.get("workercount", 1))
+        share_cores(workers)
+        run = own_gpu(run, worker)
+        if workerinput.get(RUN_DIR_INPUT):
+            share = WorkerShare(run_dir=Path(workerinput[RUN_DIR_INPUT]), workers=workers, index=worker_index(worker))
+    return IllusionSession(run, progress=lambda message: say(message, worker), share=share)
+
+
+def shares_files(node) -> bool:
+    """Whether an xdist worker runs on this machine (popen) and so sees the run directory; a remote
+    worker cannot: it computes every item it needs itself."""
+    return bool(getattr(node.gateway.spec, "popen", False))
+
+
+def new_run_dir() -> str:
+    """The directory this run's workers share work through (block locks, and the results exchange
+    under --illusion-no-cache); the controller removes it when the run ends."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="illusion-run-")
+
+
+def remove_run_dir(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def say(config: pytest.Config, message: str, worker: str | None = None) -> None:
+    """Progress on slow steps, shown even while pytest captures output (and by which xdist worker)."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    line = safe_text(f"[illusion{' ' + worker if worker else ''}] {message}")
+    if capture is None:
+        print(line, file=sys.stderr)
+        return
+    with capture.global_and_fixture_disabled():
+        print(line, file=sys.stderr, flush=True)
+
+
+# --- the pytest run: a broken run stops once ----------------------------------------------------
+
+BROKEN_PREFIX = "benchmark-illusion: "
+
+
+def stop_run(session: pytest.Session, problem: Exception) -> NoReturn:
+    """The run is broken (a model or dataset file that does not load): say why once and stop
+    with exit code 4, so CI tells it from findings (1). Nothing is retried per test.
+
+    On an xdist worker, ``shouldstop`` carries the message to the controller, which stops the
+    other workers and prints it once (see ``broken_run_message``)."""
+    message = safe_text(BROKEN_PREFIX + str(problem), lines=True)
+    if hasattr(session.config, "workerinput"):
+        session.shouldstop = message
+    pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def broken_run_message(node) -> str | None:
+    """On the xdist controller: the message of a worker that stopped the run (``stop_run``), else None."""
+    stop = getattr(node, "workeroutput", {}).get("shouldstop")
+    return stop if isinstance(stop, str) and stop.startswith(BROKEN_PREFIX) else None
+
+
+# --- the pytest run: what the tests report ------------------------------------------------------
+
+ITEM_PROPERTY = "illusion_item"  # an item test's record (call report; also in junit)
+TEST_PROPERTY = "illusion_test"  # kind, lang and item id of a suite test: never parsed back from its id
+GATE_RECORDS_PROPERTY = "illusion_gate_records"  # the item records a gate used (call report only, not junit)
+GATE_RECORDS_KEY = pytest.StashKey[list]()  # a gate test's item records, until its call report is made
+
+
+def item_properties(verdict: ItemVerdict, item: Item) -> list[tuple[str, Any]]:
+    """What an item's test states on its report: readable fields for --junitxml, and the full
+    record that feeds the summary and report.json."""
+    from .report import item_record
+
+    record = item_record(verdict, question=item.question, aliases=item.aliases, item_type=item.type)
+    cand = verdict.candidate
+    return [("illusion_category", verdict.candidate_category), ("illusion_gold_rank", cand.gold_rank),
+            ("illusion_recovered_by", ",".join(cand.recovered_by)),
+            (ITEM_PROPERTY, json.dumps(record, ensure_ascii=False))]
+
+
+def gate_records(items: Sequence[Item], verdicts: Sequence[ItemVerdict]) -> list[dict]:
+    """The item records a language gate used: its row in the report states the gate's numbers."""
+    from .report import item_record
+
+    return [item_record(verdict, question=item.question, aliases=item.aliases, item_type=item.type)
+            for item, verdict in zip(items, verdicts)]
+
+
+def suite_test(item: pytest.Item) -> dict | None:
+    """Kind, language and item id of one of the suite's tests, from its parameters; None for others."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    kind = getattr(item, "originalname", item.name).removeprefix("test_")
+    if kind in ("mc_implies_generation", "gold_rank") and "illusion_item" in params:
+        return {"kind": kind, "lang": params["illusion_item"].lang, "id": params["illusion_item"].id}
+    if kind == "language_gate" and "illusion_lang" in params:
+        return {"kind": kind, "lang": params["illusion_lang"], "id": None}
+    return None
+
+
+def label_report(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Every report of a suite test says which test it is (an xdist worker's reach the controller
+    with it), so a test that errors in setup still counts under its language; a gate's call
+    report carries the records it used."""
+    test = suite_test(item)
+    if test is not None:
+        report.user_properties.append((TEST_PROPERTY, json.dumps(test, ensure_ascii=False)))
+    if report.when == "call" and GATE_RECORDS_KEY in item.stash:
+        report.user_properties.append((GATE_RECORDS_PROPERTY, json.dumps(item.stash[GATE_RECORDS_KEY],
+                                                                         ensure_ascii=False)))
+
+
+@dataclass(eq=False)  # a plugin object: compared by identity
+class RunRecords:
+    """What the run's tests reported (in this process, or an xdist worker's): item records, gold-rank
+    baseline notes and pytest outcomes; a pytest plugin object. The table, report.json and the
+    baseline summary are made from these alone, so they are the same with and without xdist."""
+
+    records: dict[tuple[str, str], dict] = field(default_factory=dict)  # (lang, id) -> item record
+    snapshot_notes: dict[str, dict] = field(default_factory=dict)  # item key -> baseline note
+    outcomes: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # node id -> (kind, lang, outcome)
+    report_path: str | None = None  # report.json, once written
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from .snapshots import NOTE_PROPERTY
+
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            self._count(report)
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == ITEM_PROPERTY:
+                record = json.loads(value)
+                self.records[record["lang"], record["id"]] = record
+            elif name == GATE_RECORDS_PROPERTY:  # the report's row of a gated language: the gate's items
+                self.records.update({(r["lang"], r["id"]): r for r in json.loads(value)})
+            elif name == NOTE_PROPERTY:
+                note = json.loads(value)
+                self.snapshot_notes[note["key"]] = note
+
+    def _count(self, report: pytest.TestReport) -> None:
+        """The pytest outcome of each suite test, by kind and language, for report.json."""
+        test = next((json.loads(value) for name, value in report.user_properties if name == TEST_PROPERTY), None)
+        if test is None:
+            return
+        outcome = report.outcome
+        if hasattr(report, "wasxfail"):
+            outcome = "xpassed" if report.passed else "xfailed"
+        self.outcomes[report.nodeid] = (test["kind"], test["lang"], outcome)
+
+    def write_report(self, run: RunConfig) -> None:
+        """report.json, .md and .html under ``--illusion-report``, when it is given."""
+        if not run.report_dir:
+            return
+        from .report import build_report, write_report
+
+        report = build_report(list(self.records.values()), run.as_dict(), self.outcomes.values())
+        self.report_path = str(write_report(run.report_dir, report))
+
+    def table_lines(self, run: RunConfig) -> list[str]:
+        """The per-language table, headed by what was compared (unescaped: print through safe_text)."""
+        from .report import format_table, language_table
+
+        candidate = run.model + (f" pruned {run.prune}" if run.prune else "")
+        return [f"candidate: {candidate}   reference: {run.reference_spec}   (each cell: reference -> candidate)",
+                *format_table(language_table(self.records.values()))]

@@ -9,6 +9,10 @@ improvement passes and is listed. ``--snapshot-update`` records the current valu
 Storage goes through syrupy (``GoldRankExtension``), which queues writes and flushes them at the
 end of each process; the flush merges into the file under a lock, so xdist workers writing the
 same language file never lose each other's items.
+
+The workflow around it (``GoldRankBaseline``) fails a test with a message that says what moved
+and the exact command that records it, notes each item's outcome for the end-of-run summary
+(``summary_lines``), and finds baselines the run's options no longer select (``unused_baselines``).
 """
 
 from __future__ import annotations
@@ -16,17 +20,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
+import pytest
 from syrupy.data import Snapshot, SnapshotCollection, SnapshotCollections
 from syrupy.extensions.base import AbstractSyrupyExtension
 
 from .errors import IllusionError
 from .models import cache_root, write_atomic
 from .probe import ItemResult
-from .verdict import Category, category
+from .terminal import safe_text
+from .verdict import Category, ItemVerdict, category
 
 FORMAT = "benchmark-illusion gold-rank snapshot v1"
 TEST_NAME = "test_gold_rank"
@@ -35,6 +42,11 @@ DIGITS = 2  # gold_logprob and mc_margin are informative: rounded so PR diffs st
 RANK_TOLERANCE_PERCENT = 10  # each tolerance step allows 10% of the baseline rank (see allowed_rank)
 NAME = re.compile(r"^test_gold_rank\[(?P<key>[^\]]+)\]$")
 Direction = Literal["worse", "better", "same"]
+Status = Literal["missing", "recorded", "unchanged", "regressed", "improved", "matched"]
+NOTE_PROPERTY = "illusion_snapshot"  # a test report's user property: the item's outcome against its baseline
+UPDATE_OPTIONS = ("--snapshot-update", "--snapshot-update-new-only")  # syrupy's, dropped from rerun commands
+SUMMARY_LISTED = 20  # improved items listed by name at the end of a run
+UNUSED_LISTED = 10  # unused baseline keys listed by name, per file
 
 
 class SnapshotFileError(IllusionError):
@@ -317,8 +329,8 @@ class GoldRankExtension(AbstractSyrupyExtension):
 
     def discover_snapshots(self, *, test_location, ignore_extensions=None) -> SnapshotCollections:
         """Nothing: syrupy's unused detection goes by test file names, which these files do not
-        follow, and would delete baselines of languages a run did not select. The plugin reports
-        unused baselines itself (``unused_keys``)."""
+        follow, and would delete baselines of languages a run did not select. The run reports
+        unused baselines itself (``unused_baselines``)."""
         return SnapshotCollections()
 
     # what
@@ -366,3 +378,149 @@ def unused_keys(path: Path, selected: Iterable[str]) -> list[str]:
     """Baseline items in ``path`` that the run's options no longer select (dataset, limit)."""
     chosen = set(selected)
     return sorted((key for key in read_set_file(path) if key not in chosen), key=_natural)
+
+
+# --- the baseline workflow: what a test checks, says, and leaves for the summary ---------------
+
+class GoldRankBaseline:
+    """The candidate's rank record of one item against its committed baseline."""
+
+    def __init__(self, *, assertion, root: Path, node: pytest.Item, updating: bool, recording_new: bool):
+        self.assertion, self.root, self.node = assertion, root, node
+        self.updating, self.recording_new = updating, recording_new
+
+    @classmethod
+    def for_test(cls, *, snapshot, node: pytest.Item, set_name: str, recorded_with: dict[str, Any],
+                 tolerance: int) -> GoldRankBaseline:
+        """syrupy's ``snapshot`` fixture, stored in the set ``snapshots/<set_name>`` of the rootdir."""
+        options = node.config.option
+        root = node.config.rootpath / "snapshots" / set_name
+        updating = bool(options.update_snapshots)
+        extension = GoldRankExtension.configured(root=root, tolerance=tolerance, exact=updating,
+                                                 recorded_with=recorded_with)
+        return cls(assertion=snapshot.use_extension(extension), root=root, node=node, updating=updating,
+                   recording_new=bool(options.update_new_snapshots_only))
+
+    def check(self, verdict: ItemVerdict, item) -> None:
+        path = self.root / f"{item.lang}.json"
+        shown = relative_path(path, self.node.config.rootpath)
+        try:
+            baseline = read_set_file(path).get(item.key)
+        except SnapshotFileError as exc:  # never overwritten, not even by --snapshot-update
+            # not pytest.fail here: it would chain the two ("During handling ...") and say it twice
+            raise pytest.fail.Exception(safe_text(exc, lines=True), pytrace=False) from None
+        record = rank_record(verdict.candidate)
+        if baseline is None and not (self.updating or self.recording_new):
+            self._note(item, shown, "missing")
+            pytest.fail(safe_text(f"[{item.key}] no gold-rank baseline in {shown}. Record the missing baselines "
+                                  f"with:\n  {rerun_command(self.node.config, '--snapshot-update-new-only')}",
+                                  lines=True), pytrace=False)
+        matched = self.assertion == record  # syrupy's bookkeeping; writes when updating
+        if self.updating or baseline is None:
+            self._note(item, shown, "recorded" if baseline != record else "unchanged")
+            assert matched, f"syrupy did not record {item.key}"
+            return
+        comparison = compare(item.key, baseline, record, self.assertion.extension.tolerance)
+        if comparison.regressed:
+            self._note(item, shown, "regressed", comparison.summary())
+            pytest.fail(regression_message(comparison, item, verdict, shown, self.node.config), pytrace=False)
+        assert matched, f"syrupy and the tolerance rule disagree on {item.key}"
+        self._note(item, shown, "improved" if comparison.improved else "matched", comparison.summary())
+
+    def _note(self, item, path: str, status: Status, summary: str = "") -> None:
+        """The item's outcome, on the test's report: the summary reads it (from any xdist worker)."""
+        self.node.user_properties.append((NOTE_PROPERTY, json.dumps(
+            {"key": item.key, "lang": item.lang, "path": path, "status": status, "summary": summary},
+            ensure_ascii=False)))
+
+
+def check_gold_rank(verdict: ItemVerdict, item, baseline: GoldRankBaseline) -> None:
+    """The candidate's gold rank and category must not be worse than the committed baseline."""
+    baseline.check(verdict, item)
+
+
+def relative_path(path: Path, root: Path) -> str:
+    """``path`` as shown to the user: relative to the rootdir when inside it."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def rerun_command(config: pytest.Config, *extra: str) -> str:
+    """This run's own command line plus ``extra``: what a user pastes to act on a message."""
+    args = [a for a in config.invocation_params.args if a not in UPDATE_OPTIONS]
+    return shlex.join(["pytest", *args, *extra])
+
+
+def regression_message(comparison: Comparison, item, verdict: ItemVerdict, path: str, config: pytest.Config) -> str:
+    """What moved, the item, old versus new field by field, and the command that records it."""
+    lines = [f"[{safe_text(item.key)}] gold rank regressed against the baseline in {path}: {comparison.summary()}",
+             f"  question: {safe_text(item.question)}", f"  gold:     {safe_text(item.answer)}",
+             f"  greedy:   {verdict.candidate.generation!r}"]
+    lines += ["  " + line for line in comparison.table()]
+    lines.append(f"  if this change is intended, record it: {rerun_command(config, '--snapshot-update')}")
+    return safe_text("\n".join(lines), lines=True)
+
+
+@dataclass(frozen=True)
+class UnusedBaselines:
+    """Baselines in one set file that the run's options no longer select."""
+
+    path: str  # as shown: relative to the rootdir
+    keys: list[str]
+    removed: bool  # by --snapshot-update (unless --snapshot-no-cleanup)
+
+
+def unused_baselines(*, notes: Iterable[dict], selected: Sequence, rootpath: Path, remove: bool,
+                     recorded_with: dict[str, Any]) -> list[UnusedBaselines]:
+    """Baselines of the set files this run's tests used (``notes``) whose items the options no
+    longer select (``selected``: every item the options select, before -k, so -k never makes a
+    baseline unused). Only languages that ran are looked at; ``remove`` deletes them, as syrupy does."""
+    by_lang: dict[str, list[str]] = {}
+    for item in selected:
+        by_lang.setdefault(item.lang, []).append(item.key)
+    found = []
+    for shown in sorted({note["path"] for note in notes}):
+        path = rootpath / shown
+        keys = unused_keys(path, by_lang.get(path.stem, []))
+        if keys and remove:
+            update_set_file(path, dict.fromkeys(keys), recorded_with)
+        if keys:
+            found.append(UnusedBaselines(path=shown, keys=keys, removed=remove))
+    return found
+
+
+def removes_unused(config: pytest.Config) -> bool:
+    """``--snapshot-update`` removes unused baselines, as syrupy does, unless ``--snapshot-no-cleanup``."""
+    return bool(config.option.update_snapshots) and not config.option.no_cleanup
+
+
+def summary_lines(notes: Sequence[dict], unused: Sequence[UnusedBaselines], config: pytest.Config) -> list[str]:
+    """The end-of-run lines: counts by outcome, improvements to record, missing and unused baselines,
+    each with the command that acts on it. Unescaped: the caller prints them through ``safe_text``."""
+    if not notes:
+        return []
+    by_status: dict[str, list[dict]] = {}
+    for note in notes:
+        by_status.setdefault(note["status"], []).append(note)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by_status.items()))
+    lines = [f"gold-rank baselines ({notes[0]['path'].rsplit('/', 1)[0]}/): {counts}"]
+    improved = sorted(by_status.get("improved", []), key=lambda n: n["key"])
+    if improved:
+        lines.append(f"  {len(improved)} improved over the baseline (they pass):")
+        lines += [f"    {note['key']}: {note['summary']}" for note in improved[:SUMMARY_LISTED]]
+        if len(improved) > SUMMARY_LISTED:
+            lines.append(f"    ... and {len(improved) - SUMMARY_LISTED} more")
+        lines.append(f"  record them with: {rerun_command(config, '--snapshot-update')}")
+    if by_status.get("missing"):
+        lines.append(f"  {len(by_status['missing'])} items have no baseline; record them with: "
+                     f"{rerun_command(config, '--snapshot-update-new-only')}")
+    for found in unused:
+        keys = found.keys
+        listed = ", ".join(keys[:UNUSED_LISTED]) + (
+            f", ... and {len(keys) - UNUSED_LISTED} more" if len(keys) > UNUSED_LISTED else "")
+        verb = ("removed" if found.removed else
+                "unused (not selected by this run's dataset options; --snapshot-update removes them)")
+        lines.append(f"  {len(keys)} baselines in {found.path} {verb}: {listed}")
+    return lines

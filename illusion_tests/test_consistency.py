@@ -4,7 +4,7 @@ Fails when the candidate picks the gold option in multiple choice but does not p
 greedy generation (the benchmark illusion); xfails when the dense reference already did the same.
 """
 
-from illusion.plugin import check_consistency
+from illusion.checks import check_consistency
 
 
 def test_mc_implies_generation(illusion_item, illusion_verdict):

@@ -6,7 +6,7 @@ worse than ``--illusion-rank-tolerance`` allows, fails; improvements pass and ar
 ``--snapshot-update`` records the current values.
 """
 
-from illusion.plugin import check_gold_rank
+from illusion.snapshots import check_gold_rank
 
 
 def test_gold_rank(illusion_item, illusion_verdict, illusion_snapshot):

@@ -5,7 +5,7 @@ and candidate generation-correctness. The language fails when the candidate lose
 (``--illusion-alpha``, default 0.05) or when its illusion rate exceeds ``--illusion-max-illusion-rate``.
 """
 
-from illusion.plugin import check_language_gate
+from illusion.checks import check_language_gate
 
 
 def test_language_gate(illusion_gate):

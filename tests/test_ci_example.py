@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml  # PyYAML: a dependency of transformers
 
-from illusion.plugin import FLAGS, OPTIONS
+from illusion.options import FLAGS, OPTIONS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "github-actions.yml"
 

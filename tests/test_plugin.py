@@ -409,7 +409,7 @@ def test_dataset_text_reaches_the_terminal_escaped(suite, world, pytester):
 def test_model_output_reaches_the_failure_message_escaped():
     from dataclasses import replace
 
-    from illusion.plugin import check_consistency
+    from illusion.checks import check_consistency
     from illusion.probe import ItemResult
     from illusion.verdict import ItemVerdict
 

@@ -410,7 +410,7 @@ def test_the_item_seed_does_not_reprune_but_the_calibration_seed_and_device_do(t
 
 
 def test_calibration_seed_is_an_option_and_an_ini_key(pytester):
-    from illusion.plugin import run_config
+    from illusion.options import run_config
 
     pytester.makeini("[pytest]\nillusion_calibration_seed = 7\n")
     config = run_config(pytester.parseconfig("--illusion-prune", "wanda:0.5", "--illusion-seed", "3"))
