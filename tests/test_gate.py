@@ -157,6 +157,16 @@ def test_a_clear_loss_fails_the_gate():
     assert "illusion rate 0.38 (12/32)" in text and "no budget set" in text
 
 
+def test_the_suite_check_fails_a_failed_gate_with_its_message_and_passes_the_others():
+    from illusion.checks import check_language_gate
+
+    failed = language_gate("fr", verdicts("fr", {(ILLUSION, RIGHT): 12, (RIGHT, RIGHT): 20}))
+    with pytest.raises(pytest.fail.Exception) as info:
+        check_language_gate(failed)
+    assert str(info.value) == failed.message() and not info.value.pytrace
+    check_language_gate(language_gate("fr", verdicts("fr", {(RIGHT, RIGHT): 20})))
+
+
 def test_a_budget_breach_fails_even_when_mcnemar_passes():
     # the reference has the same 3 illusions, so nothing is lost (p = 1), but 3/10 > budget 0.2
     gate = language_gate("de", verdicts("de", {(ILLUSION, ILLUSION): 3, (RIGHT, RIGHT): 7}),

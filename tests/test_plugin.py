@@ -1,8 +1,5 @@
-"""The plugin through pytester, on two tiny random Llamas and a dataset designed for known outcomes.
-
-The dataset is built by probing both models on a pool of words: for each language one item is a
-candidate-only illusion (must FAIL), one is an illusion on both models (must XFAIL) and one is not
-an illusion for the candidate (must PASS).
+"""The plugin through pytester: the shipped suite on the designed world (``suite_world``), where for
+each language one item must FAIL, one XFAIL and one PASS.
 """
 
 from __future__ import annotations
@@ -14,76 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from illusion.data import Item
-from illusion.matching import mentions
-from illusion.models import load_model, parse_spec
-from illusion.probe import ProbeConfig, probe
-from tiny import WORDS, build_model_dir, item, write_items
-
-SUITE = Path(__file__).resolve().parent.parent / "illusion_tests" / "test_consistency.py"
-QUESTIONS = {"en": "What is the name of the old river?", "fr": "Quel est le nom de la vieille ville ?"}
-
-
-def pool_scores(directory: Path, lang: str, question: str) -> tuple[dict[str, float], str]:
-    loaded = load_model(parse_spec(str(directory)), dtype="float32", device="cpu")
-    pool = Item(id="pool", lang=lang, question=question, answer=WORDS[0], aliases=(),
-                distractors=tuple(WORDS[1:]), type="entity")
-    [res] = probe(loaded, [pool], ProbeConfig())
-    return dict(zip(res.options, res.mc_scores)), res.generation
-
-
-def design(lang: str, ref_dir: Path, cand_dir: Path, question: str | None = None) -> list[dict]:
-    q = question or QUESTIONS[lang]
-    ref, ref_gen = pool_scores(ref_dir, lang, q)
-    cand, cand_gen = pool_scores(cand_dir, lang, q)
-    words = [w for w in WORDS if not mentions(cand_gen, w, lang) and not mentions(ref_gen, w, lang)]
-    by_cand = sorted(words, key=lambda w: -cand[w])
-
-    def pick(want_ref_mc: bool) -> tuple[str, list[str]]:
-        for gold in by_cand:
-            lower = [w for w in by_cand if cand[w] < cand[gold]]
-            beat = [w for w in lower if ref[w] >= ref[gold]]
-            under = [w for w in lower if ref[w] < ref[gold]]
-            chosen = under[:3] if want_ref_mc else beat[:1] + [w for w in lower if w not in beat[:1]][:2]
-            if len(chosen) == 3 and (want_ref_mc or beat):
-                return gold, chosen
-        raise AssertionError("no design found; enlarge the word pool")
-
-    fail_gold, fail_d = pick(want_ref_mc=False)
-    xfail_gold, xfail_d = pick(want_ref_mc=True)
-    low = by_cand[-1]  # the candidate's lowest-scoring word as gold: not MC-correct, so no illusion
-    return [item("fail", lang, q, fail_gold, fail_d), item("xfail", lang, q, xfail_gold, xfail_d),
-            item("pass", lang, q, low, by_cand[:3])]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    ref_dir = build_model_dir(root / "ref", seed=1)
-    cand_dir = build_model_dir(root / "cand", seed=2)
-    data = write_items(root / "qa", design("en", ref_dir, cand_dir) + design("fr", ref_dir, cand_dir))
-    return {"ref": ref_dir, "cand": cand_dir, "data": data, "cache": root / "cache"}
-
-
-@pytest.fixture
-def suite(pytester, world, monkeypatch):
-    monkeypatch.setenv("ILLUSION_CACHE", str(world["cache"]))
-    pytester.makeini("[pytest]\n")  # rootdir = the test dir, so node ids match the contract
-    pytester.mkpydir("illusion_tests")
-    pytester.path.joinpath("illusion_tests", "test_consistency.py").write_text(SUITE.read_text())
-    base = ["--illusion-model", str(world["cand"]), "--illusion-reference", str(world["ref"]),
-            "--illusion-dataset", str(world["data"]), "--illusion-dtype", "float32", "-p", "no:cacheprovider"]
-
-    def run(*args: str, subprocess: bool = False):
-        runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest
-        return runner("illusion_tests", *base, *args)
-
-    def add(name: str) -> None:
-        """Add another module of the shipped suite (only test_consistency.py is there by default)."""
-        pytester.path.joinpath("illusion_tests", name).write_text((SUITE.parent / name).read_text())
-
-    run.add = add
-    return run
+from suite_world import BIDI, HOSTILE, QUESTIONS, RAW, design, suite, world  # noqa: F401 (fixtures)
+from tiny import write_items
 
 
 def test_test_ids_follow_the_contract(suite):
@@ -216,21 +145,6 @@ def without_floats(record: dict) -> dict:
     return {k: ({kk: vv for kk, vv in v.items() if kk not in floats} if isinstance(v, dict) else v)
             for k, v in record.items()}
 
-
-@pytest.mark.parametrize("args, message", [
-    (("--illusion-batch-size", "0"), "--illusion-batch-size 0: must be >= 1"),
-    (("--illusion-batch-size", "many"), "--illusion-batch-size 'many': expected a whole number"),
-    (("--illusion-langs", "en,xx"), "--illusion-langs asks for xx"),
-    (("--illusion-prompt-format", "json"), "choose auto, chat or plain"),
-    (("--illusion-langs", ","), "--illusion-langs ',': no language given"),
-    (("--illusion-calibration-langs", ", ,"), "--illusion-calibration-langs ', ,': no language given"),
-])
-def test_bad_options_are_usage_errors(suite, args, message):
-    result = suite(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert message in result.stderr.str() + result.stdout.str()
-
-
 def test_bad_model_path_stops_the_run_with_the_fix(suite, tmp_path):
     result = suite("--illusion-model", str(tmp_path / "missing-dir"))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -253,13 +167,6 @@ def test_in_process_pruning_makes_the_candidate_and_is_cached(suite, pytester, w
     second = suite(*args)
     assert "pruning " not in second.stdout.str() + second.stderr.str()  # reused from the cache
     assert second.parseoutcomes() == first.parseoutcomes()
-
-
-def test_bad_prune_recipe_is_a_usage_error(suite):
-    result = suite("--illusion-prune", "wanda:1.5")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "--illusion-prune 'wanda:1.5': sparsity must be in (0, 1)" in result.stderr.str()
-
 
 def test_xdist_workers_compute_each_item_once_and_clean_up(suite, pytester, world, monkeypatch):
     """24 items in three blocks: every item is probed exactly once over both workers, results reach
@@ -335,64 +242,7 @@ def test_language_gate_ids_messages_and_options(suite, pytester):
         bad_run = suite("-k", "gate", "--illusion-alpha", bad)
         assert bad_run.ret == pytest.ExitCode.USAGE_ERROR and name in bad_run.stderr.str()
 
-
-# --- relative paths: an ini file's against the ini file's directory, the command line's against the cwd -----
-
-@pytest.fixture
-def project(pytester, world, monkeypatch):
-    """A project root (pytester.path) with the suite, two checkpoints and a dataset; the test runs from root/sub."""
-    root = pytester.path
-    for side in ("cand", "ref"):
-        shutil.copytree(world[side], root / "models" / side)
-    shutil.copytree(world["data"], root / "qa")
-    pytester.mkpydir("illusion_tests")
-    root.joinpath("illusion_tests", "test_consistency.py").write_text(SUITE.read_text())
-    monkeypatch.chdir(pytester.mkdir("sub"))
-    return root
-
-
-def test_ini_paths_resolve_against_the_ini_files_directory(project, pytester):
-    pytester.makeini("[pytest]\nillusion_model = models/cand\nillusion_reference = ./models/ref\n"
-                     "illusion_dataset = qa\nillusion_report = out\nillusion_dtype = float32\n")
-    result = pytester.runpytest(str(project / "illusion_tests"), "-k", "en-", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, failed=1, xfailed=1)  # the designed candidate against its reference
-    config = json.loads((project / "out" / "report.json").read_text())["config"]
-    assert not (project / "sub" / "out").exists()
-    assert Path(config["model"]) == project / "models" / "cand" and Path(config["dataset"]) == project / "qa"
-
-
-def test_command_line_paths_resolve_against_the_current_directory(project, pytester):
-    pytester.makeini("[pytest]\nillusion_model = models/ref\nillusion_report = out\n")  # the command line wins
-    result = pytester.runpytest(str(project / "illusion_tests"), "-k", "en-", "-p", "no:cacheprovider",
-                                "--illusion-model", "../models/cand", "--illusion-reference", "../models/ref",
-                                "--illusion-dataset", "../qa", "--illusion-report", "here",
-                                "--illusion-dtype", "float32")
-    result.assert_outcomes(passed=1, failed=1, xfailed=1)
-    assert (project / "sub" / "here" / "report.json").is_file() and not (project / "out").exists()
-
-
-def test_ini_mkqa_path_resolves_and_hub_ids_stay_as_given(project, pytester):
-    import gzip
-
-    from test_sources import MKQA
-
-    (project / "data").mkdir()
-    with gzip.open(project / "data" / "mkqa.jsonl.gz", "wt", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in MKQA))
-    pytester.makeini("[pytest]\nillusion_model = org/name\nillusion_dataset = mkqa:data/mkqa.jsonl.gz\n")
-    collected = pytester.runpytest(str(project / "illusion_tests"), "--collect-only", "-q", "-p", "no:cacheprovider")
-    assert collected.ret == pytest.ExitCode.OK, collected.stdout.str()
-    assert any("test_mc_implies_generation[en-" in line for line in collected.outlines)
-    run = pytester.runpytest(str(project / "illusion_tests"), "-k", "en-", "-p", "no:cacheprovider")
-    assert run.ret == pytest.ExitCode.USAGE_ERROR  # offline: the hub id is tried as a hub id, not as a path
-    assert "model spec 'org/name': could not download" in run.stdout.str() + run.stderr.str()
-
-
 # --- hostile text: the terminal stays clean ---------------------------------------------------------
-
-HOSTILE = "\x1b[2J\x1b]0;TITLE\x07"  # clears the screen and retitles the terminal when printed raw
-BIDI = "\u202e"  # right-to-left override: reorders what follows on screen
-RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def test_dataset_text_reaches_the_terminal_escaped(suite, world, pytester):
@@ -404,28 +254,6 @@ def test_dataset_text_reaches_the_terminal_escaped(suite, world, pytester):
     assert not RAW.search(text), RAW.findall(text)
     assert "question:    What is the name of the old river?\\x1b[2J\\x1b]0;TITLE\\x07\\u202e" in text
     assert "aliases: \\u202ealias\\x1b[2J" in text
-
-
-def test_model_output_reaches_the_failure_message_escaped():
-    from dataclasses import replace
-
-    from illusion.checks import check_consistency
-    from illusion.probe import ItemResult
-    from illusion.verdict import ItemVerdict
-
-    hostile = Item(id="q1", lang="en", question="Where?" + HOSTILE, answer="Paris" + BIDI, aliases=("\u2066P",),
-                   distractors=("Lyon\x9b2J", "Nice", "Metz"), type="place")
-    said = "Lyon\x9b2J " + HOSTILE + "\u2067"
-    cand = ItemResult(lang="en", id="q1", prompt="p", options=(hostile.answer, *hostile.distractors),
-                      mc_scores=(0.0, -1.0, -2.0, -3.0), generation=said, gold_rank=3, first_position_rank=3,
-                      hedged_with=("Lyon\x9b2J",))
-    ref = replace(cand, mc_scores=(-3.0, 0.0, -1.0, -2.0))  # the reference does not pick the gold: a new illusion
-    with pytest.raises(pytest.fail.Exception) as failed:
-        check_consistency(ItemVerdict(candidate=cand, reference=ref), hostile)
-    message = str(failed.value)
-    assert not RAW.search(message), RAW.findall(message)
-    assert "Paris\\u202e" in message and "Lyon\\x9b2J" in message and "\\u2067" in message
-
 
 def test_an_id_with_control_characters_is_refused(suite, world, pytester):
     rows = [json.loads(line) for line in (world["data"] / "en.jsonl").read_text().splitlines()]

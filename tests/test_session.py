@@ -86,3 +86,61 @@ def test_store_keys_hold_remote_code_and_the_batch_size_where_it_changes_numbers
         assert plain[0] == remote[0] and plain[1] != remote[1]  # same weights, another result
     for small, large in zip(keys(batch_size=8), keys(batch_size=16)):
         assert (small != large) == batch_keyed
+
+
+def test_an_xdist_worker_session_shares_through_the_run_dir_and_names_its_worker(tmp_path):
+    import torch
+
+    from illusion.session import RUN_DIR_INPUT, RunConfig, WorkerShare, open_session
+
+    said: list[tuple[str, str | None]] = []
+    threads = torch.get_num_threads()
+    try:
+        session = open_session(RunConfig(device="cpu"), say=lambda message, worker: said.append((message, worker)),
+                               workerinput={"workerid": "gw1", "workercount": 2, RUN_DIR_INPUT: str(tmp_path)})
+    finally:
+        torch.set_num_threads(threads)
+    assert session.share == WorkerShare(run_dir=tmp_path, workers=2, index=1) and session.config.device == "cpu"
+    session.progress("probing")
+    assert said == [("probing", "gw1")]
+    alone = open_session(RunConfig(), say=lambda message, worker: said.append((message, worker)), workerinput=None)
+    alone.progress("loading")
+    assert alone.share is None and said[-1] == ("loading", None)
+
+
+def make_report(when: str, outcome: str, props: list, nodeid: str = "t", **extra) -> pytest.TestReport:
+    report = pytest.TestReport(nodeid, ("t.py", 0, "t"), {}, outcome, None, when, user_properties=props)
+    for name, value in extra.items():
+        setattr(report, name, value)
+    return report
+
+
+def test_run_records_collect_items_gates_notes_and_outcomes_from_reports():
+    import json
+
+    from illusion.session import GATE_RECORDS_PROPERTY, ITEM_PROPERTY, TEST_PROPERTY, RunRecords
+    from illusion.snapshots import NOTE_PROPERTY
+
+    def test(kind: str, lang: str) -> tuple[str, str]:
+        return TEST_PROPERTY, json.dumps({"kind": kind, "lang": lang, "id": None})
+
+    records = RunRecords()
+    item = {"lang": "pt-BR", "id": "q1", "outcome": "fail"}
+    reports = [
+        make_report("setup", "passed", [test("mc_implies_generation", "pt-BR")], "a"),  # not counted
+        make_report("call", "failed", [test("mc_implies_generation", "pt-BR"), (ITEM_PROPERTY, json.dumps(item)),
+                                       (NOTE_PROPERTY, json.dumps({"key": "pt-BR-q1", "status": "missing"}))], "a"),
+        make_report("teardown", "passed", [test("mc_implies_generation", "pt-BR")], "a"),  # not counted
+        make_report("call", "skipped", [test("mc_implies_generation", "fr")], "b", wasxfail=""),
+        make_report("setup", "failed", [test("language_gate", "de")], "c"),  # an error in setup counts
+        make_report("call", "passed", [test("language_gate", "fr"),
+                                       (GATE_RECORDS_PROPERTY, json.dumps([{"lang": "fr", "id": "q2"}]))], "d"),
+        make_report("call", "passed", [("other", "1")], "e"),  # not a suite test
+    ]
+    for report in reports:
+        records.pytest_runtest_logreport(report)
+    assert records.records == {("pt-BR", "q1"): item, ("fr", "q2"): {"lang": "fr", "id": "q2"}}
+    assert records.snapshot_notes == {"pt-BR-q1": {"key": "pt-BR-q1", "status": "missing"}}
+    assert records.outcomes == {"a": ("mc_implies_generation", "pt-BR", "failed"),
+                                "b": ("mc_implies_generation", "fr", "xfailed"),
+                                "c": ("language_gate", "de", "failed"), "d": ("language_gate", "fr", "passed")}

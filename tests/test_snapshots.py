@@ -310,3 +310,26 @@ def test_a_regression_message_shows_dataset_text_escaped(rank_suite, tmp_path):
     text = result.stdout.str() + result.stderr.str()
     assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", text)
     assert "question: What is the name of the old river?\\x1b[2J\\x1b]0;TITLE\\x07\\u202e" in text
+
+
+def test_summary_lines_count_list_and_give_the_commands_that_act():
+    from types import SimpleNamespace
+
+    from illusion.snapshots import UnusedBaselines, summary_lines
+
+    config = SimpleNamespace(invocation_params=SimpleNamespace(args=("illusion_tests", "--snapshot-update", "-k", "a b")))
+    notes = [{"key": f"en-q{i}", "path": "snapshots/pr/en.json", "status": "improved", "summary": f"gold rank 9 -> {i}"}
+             for i in range(25)] + [{"key": "en-x", "path": "snapshots/pr/en.json", "status": "missing", "summary": ""}]
+    unused = [UnusedBaselines(path="snapshots/pr/en.json", keys=[f"en-u{i}" for i in range(12)], removed=False),
+              UnusedBaselines(path="snapshots/pr/fr.json", keys=["fr-u"], removed=True)]
+    lines = summary_lines(notes, unused, config)
+    assert lines[0] == "gold-rank baselines (snapshots/pr/): 25 improved, 1 missing"
+    assert lines[1] == "  25 improved over the baseline (they pass):"
+    assert lines[2:22] == [f"    {n['key']}: {n['summary']}" for n in sorted(notes[:25], key=lambda n: n["key"])][:20]
+    assert lines[22:24] == ["    ... and 5 more", "  record them with: pytest illusion_tests -k 'a b' --snapshot-update"]
+    assert lines[24] == ("  1 items have no baseline; record them with: "
+                         "pytest illusion_tests -k 'a b' --snapshot-update-new-only")
+    assert lines[25].startswith("  12 baselines in snapshots/pr/en.json unused (not selected by this run's dataset")
+    assert lines[25].endswith("en-u8, en-u9, ... and 2 more")
+    assert lines[26] == "  1 baselines in snapshots/pr/fr.json removed: fr-u"
+    assert summary_lines([], unused, config) == []
