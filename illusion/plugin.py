@@ -1,9 +1,9 @@
 """pytest hooks and fixtures: a table of contents, each entry handing its work to the owning module.
 
 - options:   ``options`` (the ``--illusion-*`` table, reading and validation)
-- the run:   ``session`` (items and results, xdist workers, a broken run, what the tests report)
+- the run:   ``session`` (items and results, xdist workers, a broken run)
 - baselines: ``snapshots`` (the gold-rank workflow on top of syrupy)
-- output:    ``report`` (the table and report.json)
+- output:    ``records`` (what the tests report), from which ``report`` makes the table and report.json
 
 The plugin stays inert (and imports no torch) unless a test asks for ``illusion_item``.
 Run state lives in ``config.stash``; each test attaches its item record to its report (a gate:
@@ -19,8 +19,9 @@ import pytest
 
 from .errors import IllusionError
 from .options import add_options, run_config
-from .session import (GATE_RECORDS_KEY, RUN_DIR_INPUT, RunRecords, broken_run_message, gate_records, item_properties,
-                      label_report, new_run_dir, open_session, remove_run_dir, say, shares_files, stop_run)
+from .records import GATE_RECORDS_KEY, RunRecords, gate_records, item_properties, label_report
+from .session import (RUN_DIR_INPUT, broken_run_message, new_run_dir, open_session, remove_run_dir, say, shares_files,
+                      stop_run)
 from .terminal import safe_text
 
 if TYPE_CHECKING:
