@@ -30,7 +30,9 @@ EMBEDDING = "embedding"
 VECTOR = "1-D parameter (a scale or offset, not a projection)"
 
 _ROUTER_WORDS = ("gate", "router")  # a child of an MoE block so named is its router or a gate
-_EXPERT_ARGS = ("hidden_states", "top_k_index")  # the fused experts' forward, as transformers 5 calls it
+# The fused experts' forward as transformers 5 calls it: (hidden_states, top_k_index, top_k_weights), by
+# position; some name the second argument otherwise (GPT-OSS: router_indices).
+_EXPERT_ARGS = ("hidden_states", "top_k_index")
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +60,7 @@ class ExpertGroup:
     name: str  # "model.layers.0.mlp.experts"
     module: nn.Module
     first_param: str  # "gate_up_proj", or "up_proj" for experts without a gate
+    index_arg: str  # the forward's name for the router's choices [tokens, k], e.g. "top_k_index"
     first: tuple[Matrix, ...]
     second: tuple[Matrix, ...]
     first_bias: torch.Tensor | None  # [E, out] when the experts have biases
@@ -67,9 +70,9 @@ class ExpertGroup:
 
     def routed(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden [tokens, H], top_k_index [tokens, k]) from the forward's arguments."""
-        named = dict(zip(_EXPERT_ARGS, args))
-        named.update({k: v for k, v in kwargs.items() if k in _EXPERT_ARGS})
-        return named["hidden_states"], named["top_k_index"]
+        names = ("hidden_states", self.index_arg)
+        named = {**dict(zip(names, args)), **{k: v for k, v in kwargs.items() if k in names}}
+        return named["hidden_states"], named[self.index_arg]
 
     def down_input(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """What expert ``e``'s down projection receives for its tokens ``x`` [tokens, H]."""
@@ -148,7 +151,9 @@ def _fused_experts(name: str, module: nn.Module) -> ExpertGroup:
         first_out = first.shape[2] if transposed else first.shape[1]
         second_in = second.shape[1] if transposed else second.shape[2]
         shapes_agree = first_out == second_in * (2 if has_gate else 1)
-    if not shapes_agree or tuple(arguments[:2]) != _EXPERT_ARGS:
+    # transformers' experts interface (use_experts_implementation sets has_gate) fixes the argument order
+    interface = hasattr(module, "has_gate") and arguments[:1] == ["hidden_states"] and len(arguments) >= 3
+    if not shapes_agree or not (interface or tuple(arguments[:2]) == _EXPERT_ARGS):
         shapes = {n: tuple(p.shape) for n, p in module.named_parameters(recurse=False)}
         raise ModelError(
             f"{name} ({type(module).__name__}): expert weights {shapes} in a layout this pruner does not know "
@@ -163,8 +168,8 @@ def _fused_experts(name: str, module: nn.Module) -> ExpertGroup:
                      for e in range(data.shape[0]))
 
     bias = getattr(module, f"{first_name}_bias", None) if getattr(module, "has_bias", False) else None
-    return ExpertGroup(name, module, first_name, matrices(first_name, first), matrices("down_proj", second),
-                       None if bias is None else bias.detach())
+    return ExpertGroup(name, module, first_name, arguments[1], matrices(first_name, first),
+                       matrices("down_proj", second), None if bias is None else bias.detach())
 
 
 def block_scope(prefix: str, block: nn.Module) -> BlockScope:

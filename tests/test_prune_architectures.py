@@ -36,7 +36,7 @@ METHODS = {"magnitude": ("--sparsity", "0.5"), "wanda": ("--sparsity", "0.5"),
 # One language: tokenising all ten calibration files would cost more than pruning these models.
 CALIBRATION = ("--calibration-langs", "en", "--calibration-samples", "4", "--calibration-seqlen", "32", "--device", "cpu")
 HIDDEN, FFN, HEADS, LAYERS = 128, 256, 4, 2  # every matrix has 128, 256 or 512 input columns
-ROUTERS = re.compile(r"\.mlp\.gate\.weight$|shared_expert_gate\.weight$")  # never pruned
+ROUTERS = re.compile(r"\.mlp\.(gate|router)\.|shared_expert_gate\.")  # never pruned
 BLOCK = re.compile(r"^(?:model\.layers|model\.decoder\.layers|gpt_neox\.layers|transformer\.h)\.\d+\.")
 
 
@@ -45,7 +45,7 @@ class Arch:
     config: Callable[[dict], object]  # special-token ids -> config
     chat: bool  # the tokenizer carries a chat template
     per_block: int  # in-scope matrices per block, counted by hand from the modelling code
-    transposed: bool = False  # weights stored [in, out] (GPT-2's Conv1D)
+    transposed: str = "$^"  # regex of the weights stored [in, out] (GPT-2's Conv1D, GPT-OSS's experts)
 
 
 def _common(ids: dict, **extra) -> dict:
@@ -75,7 +75,7 @@ ARCHS: dict[str, Arch] = {
     "falcon": Arch(lambda i: transformers.FalconConfig(**_common(i)), chat=True, per_block=4),
     "gpt2": Arch(lambda i: transformers.GPT2Config(vocab_size=i["vocab"], n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
                                                    n_positions=128, bos_token_id=i["bos"], eos_token_id=i["eos"],
-                                                   pad_token_id=i["pad"]), chat=False, per_block=4, transposed=True),
+                                                   pad_token_id=i["pad"]), chat=False, per_block=4, transposed=r"\.weight$"),
     "mixtral": Arch(lambda i: transformers.MixtralConfig(**_common(i, intermediate_size=128, num_local_experts=4,
                                                                    **_MOE)), chat=True, per_block=4 + 2 * 4),
     "qwen2_moe": Arch(lambda i: transformers.Qwen2MoeConfig(**_common(i, intermediate_size=FFN, num_experts=4,
@@ -87,6 +87,11 @@ ARCHS: dict[str, Arch] = {
                       chat=False, per_block=4 + 2 * 4),
     "olmoe": Arch(lambda i: transformers.OlmoeConfig(**_common(i, intermediate_size=128, num_experts=4, **_MOE)),
                   chat=True, per_block=4 + 2 * 4),
+    # experts stored transposed ([E, in, out]) with biases and an interleaved gate; a router with a bias
+    "gpt_oss": Arch(lambda i: transformers.GptOssConfig(**_common(i, intermediate_size=128, num_local_experts=4,
+                                                                  head_dim=32, rope_parameters={"rope_type": "default",
+                                                                  "rope_theta": 10000.0}, **_MOE)),
+                    chat=False, per_block=4 + 2 * 4, transposed=r"\.experts\.\w+_proj$"),
 }
 
 
@@ -140,10 +145,10 @@ def dense(tokenizer, tmp_path_factory) -> Callable[[str], Path]:
 
 def in_scope(arch: str, name: str, param: torch.Tensor) -> list[torch.Tensor]:
     """The test's own scope: each [out, in] matrix of a block weight of 2+ dims, routers excluded."""
-    if not BLOCK.match(name) or param.dim() < 2 or ROUTERS.search(name):
+    if not BLOCK.match(name) or param.dim() < 2 or ROUTERS.search(name) or name.endswith("bias"):
         return []
     matrices = list(param) if param.dim() == 3 else [param]  # fused experts: one matrix per expert
-    return [m.t() for m in matrices] if ARCHS[arch].transposed else matrices
+    return [m.t() for m in matrices] if re.search(ARCHS[arch].transposed, name) else matrices
 
 
 def prune(dense_dir: Path, out: Path, method: str, capsys) -> tuple[int, str]:
