@@ -11,7 +11,7 @@ feed the next one. So each block is calibrated on what the already-pruned blocks
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal, get_args
 
@@ -472,8 +472,8 @@ def _calibration_units(scope: BlockScope) -> dict[str, list[Matrix]]:
 def _prune_block(block: nn.Module, scope: BlockScope, recipe: PruneRecipe, captured: list | None):
     """Calibrate (on ``captured``, unless magnitude) and prune one block's in-scope matrices.
 
-    Returns the masks by matrix name and the units no calibration token reached, which
-    fall back to magnitude (an expert the router never chose has no statistics to weigh)."""
+    Returns each matrix's verified zero fraction and the units no calibration token reached,
+    which fall back to magnitude (an expert the router never chose has no statistics to weigh)."""
     pruners = {matrix.name: _PRUNERS[recipe.method](matrix) for matrix in scope.matrices}
     units = _calibration_units(scope)
     seen = dict.fromkeys(units, 0)
@@ -492,25 +492,26 @@ def _prune_block(block: nn.Module, scope: BlockScope, recipe: PruneRecipe, captu
         for matrix in units[unit]:
             pruners[matrix.name].free()
             pruners[matrix.name] = _Magnitude(matrix)
-    masks = {}
+    fallback = replace(recipe, method="magnitude")  # verified by magnitude's rule, not the method's
+    layers = {}
     for matrix in scope.matrices:
         pruner = pruners.pop(matrix.name)
-        masks[matrix.name] = pruner.prune(recipe)
+        used = fallback if type(pruner) is _Magnitude else recipe
+        mask = pruner.prune(used)
         pruner.free()
-    return masks, uncalibrated
+        layers[matrix.name] = _verify(matrix.name, matrix.weight, mask, used)  # each mask freed at once
+    return layers, uncalibrated
 
 
-def verify_block(scope: BlockScope, recipe: PruneRecipe, masks: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Check every in-scope matrix of a block was pruned to exactly the recipe (``_verify``) and
-    nothing else was; return each matrix's zero fraction. A matrix without a mask is a bug."""
-    names = [matrix.name for matrix in scope.matrices]
-    missing, extra = [n for n in names if n not in masks], sorted(set(masks) - set(names))
+def _check_coverage(scopes: list[BlockScope], layers: dict[str, float]) -> None:
+    """Every in-scope matrix was pruned and verified, and nothing else was."""
+    names = [matrix.name for scope in scopes for matrix in scope.matrices]
+    missing, extra = [n for n in names if n not in layers], sorted(set(layers) - set(names))
     if missing or extra:
         raise RuntimeError(
             f"bug in illusion.prune: in-scope matrices left unpruned: {', '.join(missing) or 'none'}; "
             f"pruned outside the scope: {', '.join(extra) or 'none'}"
         )
-    return {matrix.name: _verify(matrix.name, matrix.weight, masks[matrix.name], recipe) for matrix in scope.matrices}
 
 
 def prune_model(
@@ -548,10 +549,9 @@ def prune_model(
         with torch.no_grad():
             captured = _capture_inputs(model, blocks[0], calibration) if calibrated else None
             for index, (block, scope) in enumerate(zip(blocks, scopes)):
-                masks, block_uncalibrated = _prune_block(block, scope, recipe, captured)
-                layers.update(verify_block(scope, recipe, masks))
+                block_layers, block_uncalibrated = _prune_block(block, scope, recipe, captured)
+                layers.update(block_layers)
                 uncalibrated += block_uncalibrated
-                del masks
                 if calibrated and index + 1 < len(blocks):
                     captured = _run_block(block, captured)  # pruned block feeds the next one
                 if progress:
@@ -561,6 +561,7 @@ def prune_model(
                     )
     finally:
         model.train(was_training)
+    _check_coverage(scopes, layers)
     matrices = [matrix for scope in scopes for matrix in scope.matrices]
     zeros = sum(int((matrix.weight == 0).sum()) for matrix in matrices)
     weights = sum(matrix.weight.numel() for matrix in matrices)
