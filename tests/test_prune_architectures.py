@@ -34,7 +34,8 @@ LANGS = ("en", "de", "fr", "es", "ru", "zh", "ja", "ar", "hi", "sw")
 METHODS = {"magnitude": ("--sparsity", "0.5"), "wanda": ("--sparsity", "0.5"),
            "sparsegpt": ("--sparsity", "0.5"), "wanda-2of4": ("--nm", "2:4")}
 # One language: tokenising all ten calibration files would cost more than pruning these models.
-CALIBRATION = ("--calibration-langs", "en", "--calibration-samples", "4", "--calibration-seqlen", "32", "--device", "cpu")
+CALIBRATION = ("--calibration-langs", "en", "--calibration-samples", "4", "--calibration-seqlen", "32",
+               "--device", "cpu")
 HIDDEN, FFN, HEADS, LAYERS = 128, 256, 4, 2  # every matrix has 128, 256 or 512 input columns
 ROUTERS = re.compile(r"\.mlp\.(gate|router)\.|shared_expert_gate\.")  # never pruned
 BLOCK = re.compile(r"^(?:model\.layers|model\.decoder\.layers|gpt_neox\.layers|transformer\.h)\.\d+\.")
@@ -75,7 +76,8 @@ ARCHS: dict[str, Arch] = {
     "falcon": Arch(lambda i: transformers.FalconConfig(**_common(i)), chat=True, per_block=4),
     "gpt2": Arch(lambda i: transformers.GPT2Config(vocab_size=i["vocab"], n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
                                                    n_positions=128, bos_token_id=i["bos"], eos_token_id=i["eos"],
-                                                   pad_token_id=i["pad"]), chat=False, per_block=4, transposed=r"\.weight$"),
+                                                   pad_token_id=i["pad"]),
+                 chat=False, per_block=4, transposed=r"\.weight$"),  # Conv1D stores [in, out]
     "mixtral": Arch(lambda i: transformers.MixtralConfig(**_common(i, intermediate_size=128, num_local_experts=4,
                                                                    **_MOE)), chat=True, per_block=4 + 2 * 4),
     "qwen2_moe": Arch(lambda i: transformers.Qwen2MoeConfig(**_common(i, intermediate_size=FFN, num_experts=4,
