@@ -72,7 +72,8 @@ class ExpertGroup:
         """(hidden [tokens, H], top_k_index [tokens, k]) from the forward's arguments."""
         names = ("hidden_states", self.index_arg)
         named = {**dict(zip(names, args)), **{k: v for k, v in kwargs.items() if k in names}}
-        return named["hidden_states"], named[self.index_arg]
+        hidden, index = named["hidden_states"], named[self.index_arg]
+        return hidden.reshape(-1, hidden.shape[-1]), index.reshape(-1, index.shape[-1])
 
     def down_input(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """What expert ``e``'s down projection receives for its tokens ``x`` [tokens, H]."""
