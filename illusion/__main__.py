@@ -43,7 +43,9 @@ def run_prune(args: argparse.Namespace) -> int:
     stats = prune_checkpoint(parse_spec(args.model), recipe, calibration, args.out, device=args.device,
                              trust_remote_code=args.trust_remote_code, force=args.force,
                              progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(f"{args.out}: {recipe.spec}, {stats.total:.2%} zeros over {len(stats.layers)} linear layers")
+    print(f"{args.out}: {recipe.spec}, {stats.total:.2%} zeros over {len(stats.layers)} in-scope weight matrices"
+          + (f" ({stats.experts} experts, {len(stats.uncalibrated)} pruned by magnitude for want of calibration tokens)"
+             if stats.experts else ""))
     return 0
 
 

@@ -1,4 +1,7 @@
-"""Prune the linear layers of a causal LM's decoder blocks: magnitude, Wanda or SparseGPT.
+"""Prune the weight matrices of a causal LM's decoder blocks: magnitude, Wanda or SparseGPT.
+
+Which matrices (the scope: attention and MLP/expert projections, whatever module holds them) is
+defined once, in ``illusion.scope``; every one of them is pruned and verified, or the run fails.
 
 Same shape as the reference implementations (locuslab/wanda ``lib/prune.py``, IST-DASLab/sparsegpt
 ``sparsegpt.py``): capture the first block's inputs, then for each block hook its linears and
@@ -8,7 +11,7 @@ feed the next one. So each block is calibrated on what the already-pruned blocks
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal, get_args
 
@@ -18,6 +21,7 @@ from torch import nn
 from illusion.checkpoint import MARKER_VERSION, inspect_output, marker_name, write_checkpoint
 from illusion.data import fixtures_dir
 from illusion.errors import ConfigError, ModelError, RecipeError
+from illusion.scope import BlockScope, ExpertGroup, Matrix, model_scope
 
 Method = Literal["magnitude", "wanda", "sparsegpt"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -329,7 +333,7 @@ def prune_linear(
     return mask
 
 
-def _check_divisible(linears: dict[str, nn.Linear], recipe: PruneRecipe) -> None:
+def _check_divisible(linears: dict[str, nn.Linear | Matrix], recipe: PruneRecipe) -> None:
     for name, layer in linears.items():
         if recipe.structured and layer.in_features % recipe.m:
             raise RecipeError(
@@ -359,41 +363,27 @@ def _verify(name: str, weight: torch.Tensor, mask: torch.Tensor, recipe: PruneRe
 
 @dataclass(frozen=True)
 class PruneStats:
-    """What pruning achieved: the fraction of zero weights in each pruned Linear and overall."""
+    """What pruning achieved over exactly the in-scope weights (see ``illusion.scope``), and what in
+    the decoder blocks was left out and why."""
 
     recipe: PruneRecipe
-    layers: dict[str, float]  # module name, e.g. "model.layers.0.mlp.up_proj" -> zero fraction
-    total: float  # zeros / weights over all pruned linears
+    layers: dict[str, float]  # matrix name, e.g. "model.layers.0.mlp.up_proj" or "...experts.down_proj[3]" -> zeros
+    total: float  # zeros / weights over all in-scope matrices
+    weights: int = 0  # how many weights are in scope
+    left_out: dict[str, str] = field(default_factory=dict)  # block parameter -> why it is never pruned
+    experts: int = 0  # fused experts in scope (each pruned as its own layers)
+    uncalibrated: tuple[str, ...] = ()  # experts (or layers) no calibration token reached: pruned by magnitude
+
+    def left_out_by_reason(self) -> dict[str, list[str]]:
+        """Reason -> the block parameters left out for it, in model order."""
+        grouped: dict[str, list[str]] = {}
+        for name, reason in self.left_out.items():
+            grouped.setdefault(reason, []).append(name)
+        return grouped
 
 
 class _StopForward(Exception):
     """Raised by the capture hook once the first block's inputs are recorded."""
-
-
-def _decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """Find the ModuleList of decoder blocks (model.layers, model.decoder.layers, ...)."""
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "get_text_config"):
-        config = config.get_text_config()
-    depth = getattr(config, "num_hidden_layers", None)
-    found = [
-        (name, mod)
-        for name, mod in model.named_modules()
-        if isinstance(mod, nn.ModuleList)
-        and len(mod) > 0
-        and (depth is None or len(mod) == depth)
-        and any(isinstance(sub, nn.Linear) for sub in mod[0].modules())
-    ]
-    outer = [(n, mod) for n, mod in found if not any(n.startswith(o + ".") for o, _ in found)]
-    if len(outer) != 1:
-        where = ", ".join(n for n, _ in outer) or "none"
-        raise ModelError(
-            f"{type(model).__name__}: cannot find its decoder blocks (one ModuleList of "
-            f"{depth or 'N'} blocks holding nn.Linear layers; found: {where}); prune a decoder-only "
-            "causal LM built from nn.Linear, such as Llama, Qwen, Mistral, OPT or GPT-NeoX "
-            "(GPT-2's Conv1D layers are not supported)"
-        )
-    return outer[0]
 
 
 def _to(obj, device: torch.device):
@@ -431,9 +421,32 @@ def _capture_inputs(model, block: nn.Module, calibration: torch.Tensor) -> list:
     return captured
 
 
-def _feed(pruner):
-    """Forward hook that hands a Linear's input to its pruner's ``add_batch``."""
-    return lambda _module, inputs, _output: pruner.add_batch(inputs[0])
+def _feed(pruner, name: str, seen: dict[str, int]):
+    """Forward hook that hands a layer's input to its pruner's ``add_batch`` and counts its tokens."""
+
+    def hook(_module, inputs, _output):
+        seen[name] += inputs[0].numel() // inputs[0].shape[-1]
+        pruner.add_batch(inputs[0])
+
+    return hook
+
+
+def _feed_experts(group: ExpertGroup, pruners: dict, seen: dict[str, int]):
+    """Forward hook on a fused experts module: each expert's pruners get the tokens the router sent
+    it (its gate_up/up projection their hidden states, its down projection what it makes of them)."""
+
+    def hook(_module, args, kwargs, _output):
+        hidden, index = group.routed(args, kwargs)
+        for e, (first, second) in enumerate(zip(group.first, group.second)):
+            rows = (index == e).any(dim=-1).nonzero().squeeze(-1)
+            if rows.numel() == 0:
+                continue
+            x = hidden[rows]
+            seen[group.expert_name(e)] += rows.numel()
+            pruners[first.name].add_batch(x)
+            pruners[second.name].add_batch(group.down_input(e, x))
+
+    return hook
 
 
 def _run_block(block: nn.Module, captured: list, *, keep: bool = True) -> list:
@@ -447,6 +460,60 @@ def _run_block(block: nn.Module, captured: list, *, keep: bool = True) -> list:
     return outputs
 
 
+def _calibration_units(scope: BlockScope) -> dict[str, list[Matrix]]:
+    """What receives calibration tokens as one: each hooked layer alone, each expert's two matrices."""
+    units = {name: [matrix] for name, (_module, matrix) in scope.hooked.items()}
+    for group in scope.experts:
+        units.update({group.expert_name(e): [first, second]
+                      for e, (first, second) in enumerate(zip(group.first, group.second))})
+    return units
+
+
+def _prune_block(block: nn.Module, scope: BlockScope, recipe: PruneRecipe, captured: list | None):
+    """Calibrate (on ``captured``, unless magnitude) and prune one block's in-scope matrices.
+
+    Returns each matrix's verified zero fraction and the units no calibration token reached,
+    which fall back to magnitude (an expert the router never chose has no statistics to weigh)."""
+    pruners = {matrix.name: _PRUNERS[recipe.method](matrix) for matrix in scope.matrices}
+    units = _calibration_units(scope)
+    seen = dict.fromkeys(units, 0)
+    handles = [module.register_forward_hook(_feed(pruners[name], name, seen))
+               for name, (module, _matrix) in scope.hooked.items()]
+    handles += [group.module.register_forward_hook(_feed_experts(group, pruners, seen), with_kwargs=True)
+                for group in scope.experts]
+    try:
+        if captured is not None:
+            _run_block(block, captured, keep=False)  # dense pass feeds the hooks
+    finally:
+        for handle in handles:
+            handle.remove()
+    uncalibrated = [unit for unit, count in seen.items() if captured is not None and count == 0]
+    for unit in uncalibrated:
+        for matrix in units[unit]:
+            pruners[matrix.name].free()
+            pruners[matrix.name] = _Magnitude(matrix)
+    fallback = replace(recipe, method="magnitude")  # verified by magnitude's rule, not the method's
+    layers = {}
+    for matrix in scope.matrices:
+        pruner = pruners.pop(matrix.name)
+        used = fallback if type(pruner) is _Magnitude else recipe
+        mask = pruner.prune(used)
+        pruner.free()
+        layers[matrix.name] = _verify(matrix.name, matrix.weight, mask, used)  # each mask freed at once
+    return layers, uncalibrated
+
+
+def _check_coverage(scopes: list[BlockScope], layers: dict[str, float]) -> None:
+    """Every in-scope matrix was pruned and verified, and nothing else was."""
+    names = [matrix.name for scope in scopes for matrix in scope.matrices]
+    missing, extra = [n for n in names if n not in layers], sorted(set(layers) - set(names))
+    if missing or extra:
+        raise RuntimeError(
+            f"bug in illusion.prune: in-scope matrices left unpruned: {', '.join(missing) or 'none'}; "
+            f"pruned outside the scope: {', '.join(extra) or 'none'}"
+        )
+
+
 def prune_model(
     model: nn.Module,
     recipe: PruneRecipe,
@@ -454,18 +521,15 @@ def prune_model(
     *,
     progress: Callable[[str], None] | None = None,
 ) -> PruneStats:
-    """Prune the Linear layers of ``model``'s decoder blocks in place, block by block.
+    """Prune the in-scope matrices of ``model``'s decoder blocks in place, block by block.
 
+    The scope (``illusion.scope``) is every attention and MLP/expert projection of the blocks;
+    each expert of an MoE is pruned as its own layers, calibrated on the tokens its router sends it.
     ``calibration`` holds token ids [samples, seqlen] (see ``calibration_batch``); magnitude
     ignores it. ``progress`` gets one line per block.
     """
-    prefix, blocks = _decoder_blocks(model)
-    per_block = [
-        {f"{prefix}.{i}.{name}": mod for name, mod in block.named_modules()
-         if isinstance(mod, nn.Linear)}
-        for i, block in enumerate(blocks)
-    ]
-    _check_divisible({n: mod for linears in per_block for n, mod in linears.items()}, recipe)
+    _prefix, blocks, scopes = model_scope(model)
+    _check_divisible({matrix.name: matrix for scope in scopes for matrix in scope.matrices}, recipe)
     calibrated = recipe.method != "magnitude"
     if calibrated and (
         calibration is None
@@ -480,45 +544,39 @@ def prune_model(
     was_training = model.training
     model.eval()
     layers: dict[str, float] = {}
-    zeros = total = 0
+    uncalibrated: list[str] = []
     try:
         with torch.no_grad():
             captured = _capture_inputs(model, blocks[0], calibration) if calibrated else None
-            for index, (block, linears) in enumerate(zip(blocks, per_block)):
-                pruners = {name: _PRUNERS[recipe.method](mod) for name, mod in linears.items()}
-                handles = [
-                    mod.register_forward_hook(_feed(pruners[name])) for name, mod in linears.items()
-                ]
-                try:
-                    if calibrated:
-                        _run_block(block, captured, keep=False)  # dense pass feeds the hooks
-                finally:
-                    for handle in handles:
-                        handle.remove()
-                for name, pruner in pruners.items():
-                    mask = pruner.prune(recipe)
-                    pruner.free()
-                    weight = linears[name].weight
-                    layers[name] = _verify(name, weight, mask, recipe)
-                    zeros += int((weight == 0).sum())
-                    total += weight.numel()
-                del pruners
+            for index, (block, scope) in enumerate(zip(blocks, scopes)):
+                block_layers, block_uncalibrated = _prune_block(block, scope, recipe, captured)
+                layers.update(block_layers)
+                uncalibrated += block_uncalibrated
                 if calibrated and index + 1 < len(blocks):
                     captured = _run_block(block, captured)  # pruned block feeds the next one
                 if progress:
                     progress(
                         f"{recipe.method} {recipe.amount}: block {index + 1}/{len(blocks)} "
-                        f"pruned ({len(linears)} linears)"
+                        f"pruned ({len(scope.matrices)} matrices)"
                     )
     finally:
         model.train(was_training)
-    return PruneStats(recipe=recipe, layers=layers, total=zeros / max(total, 1))
+    _check_coverage(scopes, layers)
+    matrices = [matrix for scope in scopes for matrix in scope.matrices]
+    zeros = sum(int((matrix.weight == 0).sum()) for matrix in matrices)
+    weights = sum(matrix.weight.numel() for matrix in matrices)
+    return PruneStats(
+        recipe=recipe, layers=layers, total=zeros / max(weights, 1), weights=weights,
+        left_out={name: why for scope in scopes for name, why in scope.left_out.items()},
+        experts=sum(len(group.first) for scope in scopes for group in scope.experts),
+        uncalibrated=tuple(uncalibrated),
+    )
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
 # Bumped whenever pruning changes numerically, so cached pruned checkpoints are not reused.
-PRUNE_VERSION = 1
+PRUNE_VERSION = 2  # 2: MoE experts and GPT-2's Conv1D are pruned (version 1 left experts dense)
 # The dtype pruning runs in: weights load in float32, statistics accumulate in float32.
 PRUNE_DTYPE = "float32"
 # Written into every checkpoint this module writes: the recipe, and the files it wrote (checkpoint.py).
@@ -595,10 +653,34 @@ def prune_checkpoint(
         "written_by": "python -m illusion prune", "version": MARKER_VERSION, "base": spec.raw,
         "base_fingerprint": loaded.fingerprint, "recipe": recipe.spec,
         "calibration": _calibration_record(recipe, calibration), "device": device_type(device),
-        "dtype": PRUNE_DTYPE, "zeros": stats.total,
+        "dtype": PRUNE_DTYPE, "zeros": stats.total, "scope": scope_record(stats),
         "fingerprint": pruned_fingerprint(loaded.fingerprint, recipe, calibration, device=device, dtype=PRUNE_DTYPE,
                                           trust_remote_code=trust_remote_code),
     }
     write_pruned(loaded.model, loaded.tokenizer, out, manifest, force=force)
-    say(f"pruned to {stats.total:.1%} zeros in the decoder linears; wrote {out}")
+    for line in describe_scope(stats):
+        say(line)
+    say(f"wrote {out}")
     return stats
+
+
+def scope_record(stats: PruneStats) -> dict:
+    """The marker's account of what was pruned: matrices and weights in scope, experts, the ones
+    pruned by magnitude for want of calibration tokens, and what was left out, by reason."""
+    return {"matrices": len(stats.layers), "weights": stats.weights, "experts": stats.experts,
+            "uncalibrated": list(stats.uncalibrated), "left_out": stats.left_out_by_reason()}
+
+
+def describe_scope(stats: PruneStats, *, shown: int = 3) -> list[str]:
+    """Lines for the user: sparsity over the scope, what was left out and why, magnitude fallbacks."""
+    lines = [f"{stats.total:.2%} zeros over the {stats.weights} weights of {len(stats.layers)} in-scope matrices "
+             "(the decoder blocks' attention and MLP/expert projections)"]
+    for reason, names in stats.left_out_by_reason().items():
+        more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+        lines.append(f"left out ({reason}): {len(names)} parameters: {', '.join(names[:shown])}{more}")
+    if stats.uncalibrated:
+        what = f"of {stats.experts} experts " if stats.experts else ""
+        more = ", ..." if len(stats.uncalibrated) > shown else ""
+        lines.append(f"{len(stats.uncalibrated)} {what}received no calibration tokens and were pruned by magnitude: "
+                     f"{', '.join(stats.uncalibrated[:shown])}{more}")
+    return lines
