@@ -42,7 +42,8 @@ def work(kind: str, threads: int, start_at: float) -> None:
 
     torch.set_num_threads(threads)
     from illusion.data import exemplar_for, load_exemplars, load_items
-    from illusion.models import cache_root, load_model, parse_spec
+    from illusion.models import load_model, parse_spec
+    from illusion.paths import cache_root
     from illusion.probe import ProbeConfig, probe, recover
 
     items = load_items(langs=["en", "de", "fr", "es", "zh", "ru"], limit_per_lang=40)

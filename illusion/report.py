@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from . import plots
-from .models import write_atomic
+from .files import write_atomic
 from .plots import esc
 from .probe import result_from_dict, result_to_dict
 from .terminal import safe_text

@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 
 from .data import Item, exemplar_for, load_exemplars, load_items
 from .errors import ModelError
-from .models import LoadedModel, cache_root, fingerprint, load_model, parse_spec
+from .models import LoadedModel, fingerprint, load_model, parse_spec
+from .paths import cache_root
 from .probe import ItemResult, ProbeConfig, probe, recover, recovery_chunks
 from .verdict import ItemVerdict
 

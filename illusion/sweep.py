@@ -368,7 +368,7 @@ def render_html(record: dict) -> str:
 
 def write_outputs(out: Path, record: dict) -> list[Path]:
     """sweep.json, sweep.html and sweep.svg, each written atomically."""
-    from .models import write_atomic
+    from .files import write_atomic
 
     files = {
         "sweep.json": json.dumps(record, indent=2, ensure_ascii=False) + "\n",
