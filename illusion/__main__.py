@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .data import check_dataset, default_dataset
 from .errors import IllusionError
+from .sources import check_dataset, default_dataset
 
 if TYPE_CHECKING:
     from .digests import DigestMemo

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from illusion.checkpoint import MARKER_VERSION, inspect_output, marker_name, write_checkpoint
-from illusion.data import fixtures_dir
 from illusion.errors import ConfigError, ModelError, RecipeError
+from illusion.paths import fixtures_dir
 
 Method = Literal["magnitude", "wanda", "sparsegpt"]
 METHODS: tuple[str, ...] = get_args(Method)

@@ -15,11 +15,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .data import Item, exemplar_for, load_exemplars, load_items
+from .data import Item, exemplar_for
 from .errors import ModelError
 from .models import LoadedModel, fingerprint, load_model, parse_spec
 from .paths import cache_root
 from .probe import ItemResult, ProbeConfig, probe, recover, recovery_chunks
+from .sources import load_exemplars, load_items
 from .verdict import ItemVerdict
 
 Progress = Callable[[str], None]

@@ -1,4 +1,9 @@
-"""Items from dataset specs other than the shipped ``<lang>.jsonl`` directory, through ``datasets``.
+"""Dataset specs -> validated ``Item`` records: ``load_items`` reads every form ``--illusion-dataset`` takes.
+
+- a directory of ``<lang>.jsonl`` files in the item schema (DESIGN.md; default: the shipped
+  ``fixtures/qa``), read line by line here.
+
+The other forms are read through ``datasets``:
 
 - ``PATH.jsonl`` / ``PATH.csv`` / ``PATH.parquet``: rows in the item schema (DESIGN.md). A CSV cell
   cannot hold a list, so there ``aliases`` and ``distractors`` are JSON-encoded lists, e.g.
@@ -11,8 +16,9 @@
   ``answer_kind`` infers from the text.
 - ``hf:ID`` or ``hf:ID:SPLIT`` (default ``train``): a hub dataset in the item schema.
 
-Every row goes through ``data.parse_row``. Origins: ``file:N`` (the line for JSONL and MKQA, the
-row counting the header as 1 for CSV, the 1-based row for parquet) or ``ID[index]`` for hub rows.
+Every row goes through ``data.parse_row`` (the schema and its validation live in ``data``; this
+module only reads). Origins: ``file:N`` (the line for JSONL and MKQA, the row counting the header
+as 1 for CSV, the 1-based row for parquet) or ``ID[index]`` for hub rows.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .data import MAX_TEXT, MIN_DISTRACTORS, DatasetError, Item, parse_row, row_key, select_subset
+from .data import (MAX_TEXT, MIN_DISTRACTORS, DatasetError, Item, alignment_problems, check_keys, parse_row, row_key,
+                   select_subset)
 from .errors import DataError
-from .matching import _contains, tokens
+from .matching import contains_tokens, tokens
+from .paths import fixtures_dir
 
 FORMS = ("a directory of <lang>.jsonl files; a .jsonl, .csv or .parquet file in the item schema; "
          "mkqa:PATH_OR_ID (an MKQA .jsonl/.jsonl.gz file, a directory of them, or a hub id); "
@@ -80,6 +88,137 @@ class _Answer:
     question: str
     forms: tuple[str, ...]
     kind: str  # the MKQA answer type
+
+
+def default_dataset() -> Path:
+    return fixtures_dir() / "qa"
+
+
+def read_jsonl(path: Path, lang: str | None = None) -> list[Item]:
+    """Read one ``<lang>.jsonl`` file; raise one DataError listing every bad row."""
+    items, problems, rejected = scan_jsonl(path, lang)
+    if problems:
+        raise DatasetError(problems, items, rejected)
+    return items
+
+
+def scan_jsonl(path: Path, lang: str | None = None) -> tuple[list[Item], list[str], list[tuple[str, str, str]]]:
+    """The valid items of a file, the problems of the others, and the keys of those (``row_key``)."""
+    items: list[Item] = []
+    problems: list[str] = []
+    rejected: list[tuple[str, str, str]] = []
+    seen: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror}); check the --illusion-dataset path") from None
+    if not any(line.strip() for line in lines):
+        problems.append(f"{path}: no items (the file is empty); add items in the item schema or remove the file")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        origin = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{origin}: invalid JSON ({exc.msg} at column {exc.colno}); one JSON object per line")
+            continue
+        item, row_problems = parse_row(row, origin=origin, lang=lang)
+        problems += row_problems
+        if item is None:
+            rejected += [key] if (key := row_key(row, origin)) else []
+            continue
+        if item.id in seen:
+            problems.append(f"{origin}: field 'id' {item.id!r} repeats {seen[item.id]}; ids must be unique per language")
+            continue
+        seen[item.id] = origin
+        items.append(item)
+    return items, problems, rejected
+
+
+def available_langs(directory: Path) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.jsonl"))
+
+
+def load_items(
+    dataset: str | Path | None = None,
+    *,
+    langs: Iterable[str] | None = None,
+    limit_per_lang: int | None = None,
+    seed: int = 0,
+    note: Callable[[str], None] | None = None,
+) -> list[Item]:
+    """Load items of the chosen languages, ordered by language then id.
+
+    ``dataset`` is a directory of ``<lang>.jsonl`` files (default: the shipped fixtures), or any
+    spec ``illusion.sources`` reads: a .jsonl/.csv/.parquet file, ``mkqa:PATH_OR_ID``, ``hf:ID``.
+    ``note`` hears what a source skipped (MKQA rows without a short answer, ...) and which ids some
+    languages lack (``alignment_problems``: those items run without their counterparts).
+    """
+    wanted = list(dict.fromkeys(langs)) if langs else None
+    items = _read_dataset(dataset, wanted, note or (lambda _msg: None))
+    for line in alignment_problems(items, where=str(dataset or default_dataset())) if note else ():
+        note(line)
+    return select_subset(items, limit_per_lang, seed)
+
+
+def check_dataset(dataset: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """``(problems, notes)`` for ``python -m illusion validate``: what ``load_items`` raises or notes
+    for every language of ``dataset``, in its words. Unaligned ids are problems, except for MKQA,
+    whose gaps are the answers the loader skipped (counted in a note) and stay notes."""
+    notes: list[str] = []
+    try:
+        items, problems, rejected = _read_dataset(dataset, None, notes.append), [], []
+    except DatasetError as exc:
+        items, problems, rejected = exc.items, exc.problems, exc.rejected
+    except DataError as exc:
+        return [str(exc)], notes
+    misaligned = alignment_problems(items, rejected, where=str(dataset or default_dataset()))
+    if str(dataset or "").startswith("mkqa:"):
+        return problems, notes + misaligned
+    return problems + misaligned, notes
+
+
+def _read_dataset(dataset: str | Path | None, wanted: list[str] | None, note: Callable[[str], None]) -> list[Item]:
+    """The items of ``dataset`` in ``wanted`` (None: all): the one reader of load_items and validate."""
+    path = Path(dataset) if dataset else default_dataset()
+    if path.is_dir() and not str(dataset or "").startswith(("mkqa:", "hf:")):
+        items = _load_directory(path, wanted)
+    else:
+        items, report = load_source_with_report(str(dataset), langs=wanted)
+        if report.skipped:
+            note(f"{dataset}: skipped " + ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())))
+    if not items:
+        raise DataError(f"{dataset or path}: no items for languages {', '.join(wanted or [])}; check --illusion-langs")
+    check_keys(items)
+    return items
+
+
+def _load_directory(path: Path, wanted: list[str] | None) -> list[Item]:
+    present = available_langs(path)
+    if not present:
+        raise DataError(f"{path}: no <lang>.jsonl files; point --illusion-dataset at a directory of them")
+    missing = [lang for lang in (wanted or []) if lang not in present]
+    if missing:
+        raise DataError(
+            f"--illusion-langs asks for {', '.join(missing)} but {path} has only {', '.join(present)}; "
+            "drop those languages or add the files"
+        )
+    items, problems, rejected = [], [], []
+    for lang in wanted or present:  # every file's problems at once, not the first file's
+        found = scan_jsonl(path / f"{lang}.jsonl", lang)
+        items, problems, rejected = items + found[0], problems + found[1], rejected + found[2]
+    if problems:
+        raise DatasetError(problems, items, rejected)
+    return items
+
+
+def load_exemplars(langs: Iterable[str], directory: Path | None = None) -> dict[str, list[Item]]:
+    """Solved items outside the evaluated set, per language, for the one-shot recovery probe."""
+    root = directory or fixtures_dir() / "exemplars"
+    return {lang: read_jsonl(root / f"{lang}.jsonl", lang) for lang in langs if (root / f"{lang}.jsonl").is_file()}
 
 
 def load_source(spec: str, *, langs: Sequence[str] | None) -> list[Item]:
@@ -387,7 +526,7 @@ def _choose(ident: str, order: Iterable[str], answers: dict[str, dict[str, _Answ
             return theirs is not None
         gold = toks(theirs.forms[0], lang)
         taken = [toks(f, lang) for f in (*own[lang].forms, *(answers[c][lang].forms[0] for c in chosen))]
-        return not any(_contains(gold, form) or _contains(form, gold) for form in taken)
+        return not any(contains_tokens(gold, form) or contains_tokens(form, gold) for form in taken)
 
     kept = set(own)
     while kept:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from illusion.data import load_items
 from illusion.errors import DataError
+from illusion.sources import load_items
 from tiny import item, write_items
 
 
