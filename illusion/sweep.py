@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import plots
+from .report import plots
 from .errors import ConfigError
-from .plots import esc
+from .report.plots import esc
 from .prune import parse_recipe
-from .report import html_page
+from .report.page import html_page
 from .session import IllusionSession, RunConfig
 from .verdict import ItemVerdict, LanguageStats, by_language, language_stats
 
