@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from illusion import sources
+from illusion import mkqa, sources
 from illusion.data import Item
 from illusion.errors import DataError
 from illusion.matching import mentions
@@ -261,7 +261,7 @@ def test_mkqa_from_the_hub_decodes_class_label_types(monkeypatch):
     """The hub copy stores answer types as ClassLabel indices; the loader is given a hub id."""
     from datasets import Dataset
 
-    codes = {name: n for n, name in enumerate(sources.MKQA_TYPES)}
+    codes = {name: n for n, name in enumerate(mkqa.MKQA_TYPES)}
     rows = [{**r, "example_id": str(r["example_id"]),
              "answers": {lang: [{**a, "type": codes[a["type"]]} for a in ans] if ans else []
                          for lang, ans in r["answers"].items()}} for r in MKQA]
@@ -380,7 +380,7 @@ def test_mkqa_plain_string_answers_in_the_nested_form_too(tmp_path):
     ("Blink-182", "entity"), ("Maroon 5", "entity"),
 ])
 def test_answer_type_of_a_plain_string(text, kind):
-    assert sources.answer_kind(text) == kind
+    assert mkqa.answer_kind(text) == kind
 
 
 WORDS = st.sampled_from("alpha beta gamma delta omega sigma kappa theta zeta iota".split())
