@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from illusion.data import load_items
 from illusion.models import load_model, parse_spec
 from illusion.probe import BEAMS, Engine, ProbeConfig, _answer_line, _left_pad, build_prompt, encode_prompt
+from illusion.sources import load_items
 
 
 def generate_beams(loaded, engine: Engine, prompts: list[str]) -> list[list[str]]:

@@ -21,8 +21,11 @@ from typing import Callable
 
 from filelock import FileLock
 
-from illusion.models import (DIGEST_MEMO, FINGERPRINT_FILES, builtin_gguf_path, cache_root, converted_gguf_dir,
-                             directory_fingerprint, fingerprint, parse_spec, write_atomic)
+from illusion.digests import DIGEST_MEMO
+from illusion.files import write_atomic
+from illusion.models import (FINGERPRINT_FILES, builtin_gguf_path, converted_gguf_dir, directory_fingerprint, fingerprint,
+                             parse_spec)
+from illusion.paths import cache_root
 
 SPEC = "smollm2-135m"
 

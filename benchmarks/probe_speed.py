@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from illusion.data import load_items
 from illusion.models import load_model, parse_spec
 from illusion.probe import Engine, ProbeConfig
+from illusion.sources import load_items
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:

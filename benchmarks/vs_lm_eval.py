@@ -72,7 +72,7 @@ class PhaseResult:
 # ----------------------------------------------------------------------------- shared inputs
 
 def load_work_items(args: argparse.Namespace):
-    from illusion.data import load_items
+    from illusion.sources import load_items
 
     return load_items(None, langs=args.langs.split(","), limit_per_lang=args.limit, seed=0)
 

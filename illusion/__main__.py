@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .data import check_dataset, default_dataset
 from .errors import IllusionError
+from .sources import check_dataset, default_dataset
 
 if TYPE_CHECKING:
-    from .models import DigestMemo
+    from .digests import DigestMemo
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -64,7 +64,8 @@ def run_export(args: argparse.Namespace) -> int:
 def run_cache(args: argparse.Namespace) -> int:
     """Inspect or clear the results store under $ILLUSION_CACHE. ``info`` only reads (with an
     integrity check) and fails on a damaged or foreign file; ``clear`` moves such a file aside."""
-    from .models import cache_root, digest_memo
+    from .digests import digest_memo
+    from .paths import cache_root
     from .store import ResultStore, StoreError, inspect_store
 
     path = cache_root() / "results.sqlite3"

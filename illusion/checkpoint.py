@@ -65,7 +65,7 @@ def inspect_output(out: Path, *, force: bool) -> OutputDir:
     Absent, empty, or written by a command of this project before: fine. Anything else needs
     ``force``, and even then only the checkpoint's own files are written there; other files are kept.
     """
-    from .models import STAGING_DIR
+    from .files import STAGING_DIR
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file, not a directory; give a new or empty directory")
@@ -93,7 +93,8 @@ def write_checkpoint(model, tokenizer, out: Path, manifest: dict, *, command: st
     directory the next run recognises; then the files an earlier run wrote and this one did not
     are removed, and so are other commands' markers. Files the project never wrote are never removed.
     """
-    from .models import publish_dir, replace_files, stage_checkpoint, staging_dir, write_atomic
+    from .files import replace_files, staging_dir, write_atomic
+    from .models import publish_dir, stage_checkpoint
 
     own = marker_name(command)
 
@@ -136,14 +137,14 @@ def export_checkpoint(spec, out: Path, *, trust_remote_code: bool = False, force
     ``--illusion-model DIR`` and for plain ``from_pretrained``. ``out`` is checked before loading."""
     from transformers import AutoTokenizer
 
-    from .models import _local_dir, load_model
+    from .models import load_model, local_dir
 
     out = Path(out)
     inspect_output(out, force=force)
     say = progress or (lambda _msg: None)
     loaded = load_model(spec, dtype=EXPORT_DTYPE, device="cpu", trust_remote_code=trust_remote_code, progress=say)
     # The tokenizer as the source has it: load_model may give it a pad token for batching.
-    tokenizer = AutoTokenizer.from_pretrained(_local_dir(spec), trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(local_dir(spec), trust_remote_code=trust_remote_code)
     manifest = {"written_by": "python -m illusion export", "version": MARKER_VERSION, "base": spec.raw,
                 "base_fingerprint": loaded.fingerprint, "dtype": EXPORT_DTYPE}
     names = write_checkpoint(loaded.model, tokenizer, out, manifest, command="export", force=force)

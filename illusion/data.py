@@ -1,7 +1,8 @@
-"""Dataset files -> validated, aligned ``Item`` records, and the fixed seeded subset.
+"""The item schema and its validation: ``Item``, row checks, alignment, and the fixed seeded subset.
 
 An item is one question in one language; its ``id`` is shared across languages. Every problem
 is reported as ``file:line: field 'x' ...; fix`` and all problems of a file are listed at once.
+Reading datasets (files, ``mkqa:``, ``hf:``) is ``illusion.sources``'s job; this module reads nothing.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 from .errors import DataError
 from .terminal import has_unsafe
@@ -57,20 +57,6 @@ class Item:
         """Hash of everything that decides a result (not ``origin``), for cache keys."""
         fields = {k: v for k, v in asdict(self).items() if k not in ("origin", "source")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
-def fixtures_dir() -> Path:
-    """The shipped fixtures: the source tree's ``fixtures/``, or the copy packaged in the wheel."""
-    source = Path(__file__).resolve().parent.parent / "fixtures"
-    if (source / "qa").is_dir():
-        return source
-    from importlib.resources import files
-
-    return Path(str(files("illusion") / "_fixtures"))
-
-
-def default_dataset() -> Path:
-    return fixtures_dir() / "qa"
 
 
 def parse_row(row: object, *, origin: str, lang: str | None) -> tuple[Item | None, list[str]]:
@@ -148,113 +134,9 @@ def _answer_problems(item: Item) -> list[str]:
     return problems
 
 
-def read_jsonl(path: Path, lang: str | None = None) -> list[Item]:
-    """Read one ``<lang>.jsonl`` file; raise one DataError listing every bad row."""
-    items, problems, rejected = scan_jsonl(path, lang)
-    if problems:
-        raise DatasetError(problems, items, rejected)
-    return items
-
-
-def scan_jsonl(path: Path, lang: str | None = None) -> tuple[list[Item], list[str], list[tuple[str, str, str]]]:
-    """The valid items of a file, the problems of the others, and the keys of those (``row_key``)."""
-    items: list[Item] = []
-    problems: list[str] = []
-    rejected: list[tuple[str, str, str]] = []
-    seen: dict[str, str] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror}); check the --illusion-dataset path") from None
-    if not any(line.strip() for line in lines):
-        problems.append(f"{path}: no items (the file is empty); add items in the item schema or remove the file")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        origin = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{origin}: invalid JSON ({exc.msg} at column {exc.colno}); one JSON object per line")
-            continue
-        item, row_problems = parse_row(row, origin=origin, lang=lang)
-        problems += row_problems
-        if item is None:
-            rejected += [key] if (key := row_key(row, origin)) else []
-            continue
-        if item.id in seen:
-            problems.append(f"{origin}: field 'id' {item.id!r} repeats {seen[item.id]}; ids must be unique per language")
-            continue
-        seen[item.id] = origin
-        items.append(item)
-    return items, problems, rejected
-
-
 def _summarise(problems: Sequence[str], shown: int = 20) -> str:
     more = f"\n... and {len(problems) - shown} more" if len(problems) > shown else ""
     return f"{len(problems)} problem(s) in the dataset:\n" + "\n".join(problems[:shown]) + more
-
-
-def available_langs(directory: Path) -> list[str]:
-    return sorted(p.stem for p in directory.glob("*.jsonl"))
-
-
-def load_items(
-    dataset: str | Path | None = None,
-    *,
-    langs: Iterable[str] | None = None,
-    limit_per_lang: int | None = None,
-    seed: int = 0,
-    note: Callable[[str], None] | None = None,
-) -> list[Item]:
-    """Load items of the chosen languages, ordered by language then id.
-
-    ``dataset`` is a directory of ``<lang>.jsonl`` files (default: the shipped fixtures), or any
-    spec ``illusion.sources`` reads: a .jsonl/.csv/.parquet file, ``mkqa:PATH_OR_ID``, ``hf:ID``.
-    ``note`` hears what a source skipped (MKQA rows without a short answer, ...) and which ids some
-    languages lack (``alignment_problems``: those items run without their counterparts).
-    """
-    wanted = list(dict.fromkeys(langs)) if langs else None
-    items = _read_dataset(dataset, wanted, note or (lambda _msg: None))
-    for line in alignment_problems(items, where=str(dataset or default_dataset())) if note else ():
-        note(line)
-    return select_subset(items, limit_per_lang, seed)
-
-
-def check_dataset(dataset: str | Path | None = None) -> tuple[list[str], list[str]]:
-    """``(problems, notes)`` for ``python -m illusion validate``: what ``load_items`` raises or notes
-    for every language of ``dataset``, in its words. Unaligned ids are problems, except for MKQA,
-    whose gaps are the answers the loader skipped (counted in a note) and stay notes."""
-    notes: list[str] = []
-    try:
-        items, problems, rejected = _read_dataset(dataset, None, notes.append), [], []
-    except DatasetError as exc:
-        items, problems, rejected = exc.items, exc.problems, exc.rejected
-    except DataError as exc:
-        return [str(exc)], notes
-    misaligned = alignment_problems(items, rejected, where=str(dataset or default_dataset()))
-    if str(dataset or "").startswith("mkqa:"):
-        return problems, notes + misaligned
-    return problems + misaligned, notes
-
-
-def _read_dataset(dataset: str | Path | None, wanted: list[str] | None, note: Callable[[str], None]) -> list[Item]:
-    """The items of ``dataset`` in ``wanted`` (None: all): the one reader of load_items and validate."""
-    path = Path(dataset) if dataset else default_dataset()
-    if path.is_dir() and not str(dataset or "").startswith(("mkqa:", "hf:")):
-        items = _load_directory(path, wanted)
-    else:
-        from .sources import load_source_with_report
-
-        items, report = load_source_with_report(str(dataset), langs=wanted)
-        if report.skipped:
-            note(f"{dataset}: skipped " + ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())))
-    if not items:
-        raise DataError(f"{dataset or path}: no items for languages {', '.join(wanted or [])}; check --illusion-langs")
-    check_keys(items)
-    return items
 
 
 def alignment_problems(items: Sequence[Item], rejected: Sequence[tuple[str, str, str]] = (), *,
@@ -301,25 +183,6 @@ def check_keys(items: Sequence[Item]) -> None:
         raise DataError(_summarise(problems))
 
 
-def _load_directory(path: Path, wanted: list[str] | None) -> list[Item]:
-    present = available_langs(path)
-    if not present:
-        raise DataError(f"{path}: no <lang>.jsonl files; point --illusion-dataset at a directory of them")
-    missing = [lang for lang in (wanted or []) if lang not in present]
-    if missing:
-        raise DataError(
-            f"--illusion-langs asks for {', '.join(missing)} but {path} has only {', '.join(present)}; "
-            "drop those languages or add the files"
-        )
-    items, problems, rejected = [], [], []
-    for lang in wanted or present:  # every file's problems at once, not the first file's
-        found = scan_jsonl(path / f"{lang}.jsonl", lang)
-        items, problems, rejected = items + found[0], problems + found[1], rejected + found[2]
-    if problems:
-        raise DatasetError(problems, items, rejected)
-    return items
-
-
 def select_subset(items: Sequence[Item], limit_per_lang: int | None, seed: int) -> list[Item]:
     """The same ``limit`` ids in every language, chosen by ``seed`` from the ids all languages share."""
     order = {lang: n for n, lang in enumerate(dict.fromkeys(item.lang for item in items))}
@@ -334,12 +197,6 @@ def select_subset(items: Sequence[Item], limit_per_lang: int | None, seed: int) 
     shared = sorted(set.intersection(*by_lang.values()))
     chosen = set(random.Random(seed).sample(shared, min(limit_per_lang, len(shared))))
     return [item for item in ordered if item.id in chosen]
-
-
-def load_exemplars(langs: Iterable[str], directory: Path | None = None) -> dict[str, list[Item]]:
-    """Solved items outside the evaluated set, per language, for the one-shot recovery probe."""
-    root = directory or fixtures_dir() / "exemplars"
-    return {lang: read_jsonl(root / f"{lang}.jsonl", lang) for lang in langs if (root / f"{lang}.jsonl").is_file()}
 
 
 def exemplar_for(item: Item, exemplars: dict[str, list[Item]]) -> Item | None:

@@ -160,7 +160,9 @@ def normalize(text: str, lang: str) -> str:
     return " ".join(tokens(text, lang))
 
 
-def _contains(haystack: Sequence[str], needle: Sequence[str]) -> bool:
+def contains_tokens(haystack: Sequence[str], needle: Sequence[str]) -> bool:
+    """True iff ``needle`` occurs as a contiguous run in ``haystack`` (both already ``tokens``);
+    for callers that tokenise once and compare many times. An empty needle is never contained."""
     n = len(needle)
     return n > 0 and any(
         tuple(haystack[i : i + n]) == tuple(needle) for i in range(len(haystack) - n + 1)
@@ -173,7 +175,7 @@ def mentions(text: str, phrase: str, lang: str) -> bool:
     Token runs give word boundaries: "Paris" is in "The capital is Paris." but not in
     "Parisian"; "7" is not in "17" nor in "7th" (one token).
     """
-    return _contains(tokens(text, lang), tokens(phrase, lang))
+    return contains_tokens(tokens(text, lang), tokens(phrase, lang))
 
 
 @dataclass(frozen=True)
@@ -197,9 +199,9 @@ def judge(
     _check_forms("answers", answers)
     _check_forms("distractors", distractors)
     out = tokens(output, lang)
-    matched = next((a for a in answers if _contains(out, tokens(a, lang))), None)
+    matched = next((a for a in answers if contains_tokens(out, tokens(a, lang))), None)
     # A distractor mention makes the output a hedge, whatever else it says.
-    hedged = tuple(d for d in distractors if _contains(out, tokens(d, lang)))
+    hedged = tuple(d for d in distractors if contains_tokens(out, tokens(d, lang)))
     return MatchResult(
         correct=matched is not None and not hedged, matched=matched, hedged_with=hedged
     )

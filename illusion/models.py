@@ -17,16 +17,14 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import socket
-import tempfile
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import Any, Callable, Literal
 
+from .digests import file_digest
 from .errors import ModelError
+from .files import read_json_or_empty, staging_dir
+from .paths import cache_root
 
 SpecKind = Literal["builtin", "dir", "gguf", "hub"]
 Progress = Callable[[str], None]
@@ -74,11 +72,6 @@ class LoadedModel:
     device: str
 
 
-def cache_root() -> Path:
-    """``$ILLUSION_CACHE`` or ``~/.cache/illusion``."""
-    return Path(os.environ.get("ILLUSION_CACHE") or Path.home() / ".cache" / "illusion")
-
-
 def parse_spec(raw: str) -> ModelSpec:
     """Classify a spec without loading anything; raise ModelError naming the fix."""
     text = raw.strip()
@@ -120,67 +113,6 @@ def builtin_gguf_path(name: str) -> Path:
     return path
 
 
-DIGEST_MEMO = "digests.json"
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's content, memoised in ``$ILLUSION_CACHE/digests.json`` so a big checkpoint
-    is hashed once. An entry holds only while the file's (path, size, mtime_ns, inode) are unchanged:
-    a file replaced by another of the same size and mtime (a copy, an unpacked archive) is hashed
-    again. The memo is updated under a lock, so concurrent processes keep each other's entries."""
-    stat = path.stat()
-    memo_path = cache_root() / DIGEST_MEMO
-    key = str(path.resolve())
-    identity = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
-    entry = _read_json(memo_path).get(key)
-    if isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and \
-            all(entry.get(field) == value for field, value in identity.items()):
-        return entry["sha256"]
-    started = time.perf_counter()
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    entry = {**identity, "sha256": digest.hexdigest(), "seconds": round(time.perf_counter() - started, 3)}
-    _memoise(memo_path, key, entry)
-    return entry["sha256"]
-
-
-def _memoise(memo_path: Path, key: str, entry: dict) -> None:
-    """Add one entry to the memo: read, change and write it under its lock (another process may
-    have added entries since it was read). A memo that cannot be written is skipped: it is only a memo."""
-    from filelock import FileLock
-
-    try:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(memo_path) + ".lock"):
-            memo = {k: v for k, v in _read_json(memo_path).items() if isinstance(v, dict)}  # drop the old format
-            memo[key] = entry
-            write_atomic(memo_path, json.dumps(memo, indent=0, sort_keys=True).encode())
-    except OSError:
-        pass
-
-
-@dataclass(frozen=True)
-class DigestMemo:
-    """What ``cache info`` shows of the digest memo: files memoised, their bytes, the slowest first hash."""
-
-    path: Path
-    files: int
-    bytes: int
-    slowest: tuple[str, int, float] | None  # (file, bytes, seconds of its first hash)
-
-
-def digest_memo() -> DigestMemo:
-    """The digest memo under the current cache, read without writing anything."""
-    path = cache_root() / DIGEST_MEMO
-    entries = {k: v for k, v in _read_json(path).items() if isinstance(v, dict)}
-    sizes = [v.get("size") if isinstance(v.get("size"), int) else 0 for v in entries.values()]
-    timed = [(k, v["size"], float(v["seconds"])) for k, v in entries.items()
-             if isinstance(v.get("size"), int) and isinstance(v.get("seconds"), (int, float))]
-    return DigestMemo(path, len(entries), sum(sizes), max(timed, key=lambda row: row[2], default=None))
-
-
 def directory_fingerprint(directory: Path) -> str:
     """Hash of the names and contents of the files that decide a checkpoint's outputs."""
     digest = hashlib.sha256()
@@ -198,14 +130,14 @@ def fingerprint(spec: ModelSpec) -> str:
         return _gguf_fingerprint(builtin_gguf_path(spec.location))
     if spec.kind == "gguf":
         return _gguf_fingerprint(Path(spec.location))
-    return directory_fingerprint(_local_dir(spec))
+    return directory_fingerprint(local_dir(spec))
 
 
 def _gguf_fingerprint(path: Path) -> str:
     return hashlib.sha256(f"gguf:{file_digest(path)}:v{CONVERSION_VERSION}".encode()).hexdigest()[:16]
 
 
-def _local_dir(spec: ModelSpec) -> Path:
+def local_dir(spec: ModelSpec) -> Path:
     """The directory holding a spec's checkpoint, downloading a hub id (the only network use)."""
     if spec.kind == "dir":
         return Path(spec.location)
@@ -276,86 +208,6 @@ def publish_dir(staging: Path, target: Path) -> None:
     except OSError:
         if not (target / "config.json").is_file():
             raise
-
-
-# Crash leftovers carry their owner (host and pid) in their name, so a later run can tell a dead
-# process's leftovers (removed) from a live one's (kept). Another host's are never touched.
-STAGING_DIR = ".illusion-staging"
-_STAGED = re.compile(r"^(?P<name>.+)\.(?P<owner>[A-Za-z0-9-]+-\d+)\.[A-Za-z0-9_]+$")
-_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<owner>[A-Za-z0-9-]+-\d+)\.[A-Za-z0-9_]+$")
-
-
-def _owner_tag(pid: int | None = None) -> str:
-    """``<host>-<pid>``: who made a staging dir or temp file (the host without dots)."""
-    host = re.sub(r"[^A-Za-z0-9]+", "-", socket.gethostname()).strip("-") or "host"
-    return f"{host}-{os.getpid() if pid is None else pid}"
-
-
-def _owner_gone(owner: str) -> bool:
-    """True only when the owner ran on this host and its process no longer exists."""
-    pid = int(owner.rpartition("-")[2])
-    if owner != _owner_tag(pid) or pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except (OSError, OverflowError):  # PermissionError: alive, another user's
-        return False
-    return False
-
-
-def clear_stale(folder: Path, pattern: re.Pattern, *, name: str | None = None) -> list[Path]:
-    """Remove the entries of ``folder`` that ``pattern`` names (for ``name`` only, if given) and
-    whose owner process is dead; return what was removed. Missing folders and races are fine."""
-    removed = []
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return removed
-    for entry in entries:
-        found = pattern.match(entry.name)
-        if not found or (name is not None and found["name"] != name) or not _owner_gone(found["owner"]):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        removed.append(entry)
-    return removed
-
-
-@contextmanager
-def staging_dir(target: Path, *, inside: bool = False) -> Iterator[Path]:
-    """A fresh directory to build ``target`` in: ``<parent>/.illusion-staging/<name>.<host>-<pid>.<rand>``
-    (or under ``target`` itself with ``inside``, to replace files of an existing directory on its
-    own filesystem). Stale staging of dead processes there is cleared first; this one is removed
-    on exit unless it was renamed away, and the staging folder too once it is empty."""
-    root = (target if inside else target.parent) / STAGING_DIR
-    for attempt in range(3):
-        root.mkdir(parents=True, exist_ok=True)
-        clear_stale(root, _STAGED)
-        try:
-            staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.{_owner_tag()}.", dir=root))
-            break
-        except FileNotFoundError:  # another process removed the empty folder just now
-            if attempt == 2:
-                raise
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            root.rmdir()
-        except OSError:
-            pass  # not empty: another process is staging there
-
-
-def replace_files(staging: Path, target: Path, names: Iterable[str]) -> None:
-    """Move the files ``names`` from ``staging`` into the existing directory ``target``, each by one
-    rename; files of ``target`` with other names are not touched."""
-    for name in names:
-        os.replace(staging / name, target / name)
 
 
 def dequantized_copy(model: Any) -> Any:
@@ -429,7 +281,7 @@ def load_model(
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    directory = converted_gguf_dir(spec, progress) if spec.kind in ("builtin", "gguf") else _local_dir(spec)
+    directory = converted_gguf_dir(spec, progress) if spec.kind in ("builtin", "gguf") else local_dir(spec)
     if not any(directory.glob("*.safetensors")):
         raise ModelError(
             f"model spec {spec.raw!r}: {directory} has no *.safetensors weights; this tool does not load pickled "
@@ -477,7 +329,7 @@ def remote_code(directory: Path) -> list[str]:
     """The auto classes a checkpoint maps to its own Python code (config.json and
     tokenizer_config.json ``auto_map``); [] for a checkpoint that ships no code."""
     names = list(read_config(directory).get("auto_map") or {})
-    tokenizer_config = _read_json(directory / "tokenizer_config.json")  # optional; transformers reports it
+    tokenizer_config = read_json_or_empty(directory / "tokenizer_config.json")  # optional; transformers reports it
     return names + [name for name in tokenizer_config.get("auto_map") or {} if name not in names]
 
 
@@ -525,31 +377,3 @@ def _warn(message: str) -> None:
     import warnings
 
     warnings.warn(message, stacklevel=3)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file and rename, so readers never see a half-written file.
-
-    The temp file is ``.<name>.tmp-<host>-<pid>.<rand>`` beside ``path``; the ones a killed process
-    left for the same file are removed here (those of live processes are not).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clear_stale(path.parent, _TEMP, name=path.name)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{_owner_tag()}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; reports and snapshots are meant to be read
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _read_json(path: Path) -> dict:
-    """A memo file that is missing or corrupted is treated as empty (it is only a memo)."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from illusion.checkpoint import MARKER_VERSION, inspect_output, marker_name, write_checkpoint
-from illusion.data import fixtures_dir
 from illusion.errors import ConfigError, ModelError, RecipeError
+from illusion.paths import fixtures_dir
 from illusion.scope import BlockScope, ExpertGroup, Matrix, model_scope
 
 Method = Literal["magnitude", "wanda", "sparsegpt"]

@@ -22,10 +22,12 @@ from typing import Callable, NoReturn, Sequence
 
 import pytest
 
-from .data import Item, exemplar_for, load_exemplars, load_items
+from .data import Item, exemplar_for
 from .errors import ModelError
-from .models import LoadedModel, cache_root, fingerprint, load_model, parse_spec
+from .models import LoadedModel, fingerprint, load_model, parse_spec
+from .paths import cache_root
 from .probe import ItemResult, ProbeConfig, probe, recover, recovery_chunks
+from .sources import load_exemplars, load_items
 from .terminal import safe_text
 from .verdict import ItemVerdict
 

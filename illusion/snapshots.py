@@ -30,7 +30,8 @@ from syrupy.data import Snapshot, SnapshotCollection, SnapshotCollections
 from syrupy.extensions.base import AbstractSyrupyExtension
 
 from .errors import IllusionError
-from .models import cache_root, write_atomic
+from .files import write_atomic
+from .paths import cache_root
 from .probe import ItemResult
 from .terminal import safe_text
 from .verdict import Category, ItemVerdict, category

@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import plots
+from .report import plots
 from .errors import ConfigError
-from .plots import esc
+from .report.plots import esc
 from .prune import parse_recipe
-from .report import html_page
+from .report.page import html_page
 from .session import IllusionSession, RunConfig
 from .verdict import ItemVerdict, LanguageStats, by_language, language_stats
 
@@ -368,7 +368,7 @@ def render_html(record: dict) -> str:
 
 def write_outputs(out: Path, record: dict) -> list[Path]:
     """sweep.json, sweep.html and sweep.svg, each written atomically."""
-    from .models import write_atomic
+    from .files import write_atomic
 
     files = {
         "sweep.json": json.dumps(record, indent=2, ensure_ascii=False) + "\n",

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from illusion.data import Item, exemplar_for, load_exemplars
+from illusion.data import Item, exemplar_for
 from illusion.probe import ProbeConfig, probe, recover
+from illusion.sources import load_exemplars
 from tiny import WORDS
 
 MC_TOLERANCE = {"abs": 1e-4, "rel": 1e-5}  # nats or a fraction of the score, whichever is larger

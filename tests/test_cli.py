@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from illusion.data import load_items
 from illusion.errors import DataError
+from illusion.sources import load_items
 from tiny import item, write_items
 
 
@@ -272,7 +272,7 @@ def test_cache_info_reports_a_damaged_store_and_clear_replaces_it(tmp_path, monk
 
 
 def test_cache_info_shows_the_digest_memo(tmp_path, monkeypatch):
-    from illusion.models import file_digest
+    from illusion.digests import file_digest
 
     monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path / "cache"))
     assert "no file digests memoised yet" in run("cache", "info").stdout

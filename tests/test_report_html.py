@@ -27,10 +27,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from illusion import plots
 from illusion.probe import ItemResult
-from illusion.report import (CATEGORY_COLORS, build_report, content_security_policy, item_record, md_escape,
-                             render_html, render_markdown, worst_items, write_report)
+from illusion.report import plots
+from illusion.report.html_report import CATEGORY_COLORS, CSS, SCRIPT, render_html
+from illusion.report.markdown import md_escape, render_markdown
+from illusion.report.page import content_security_policy
+from illusion.report.records import build_report, item_record, write_report
+from illusion.report.summary import worst_items
 from illusion.verdict import ItemVerdict
 from tiny import item as item_row
 from tiny import write_items
@@ -42,6 +45,11 @@ HOSTILE_QUESTION = ("What is <script>document.body.setAttribute('data-pwned','2'
 HOSTILE_GENERATION = "a | b `code` <b>bold</b> & **loud** @octocat https://evil.example"
 CONFIG = {"model": "cand-model", "reference": "ref-model", "prune": "wanda:0.5", "dataset": "fixtures/qa",
           "seed": 0, "dtype": "auto", "prompt_format": "auto"}
+
+
+def report_csp() -> str:
+    """report.html's Content-Security-Policy: its own style and script, by hash."""
+    return content_security_policy(CSS, SCRIPT)
 
 
 # ----------------------------------------------------------------------------- hand-built records
@@ -184,7 +192,7 @@ def test_html_is_self_contained_and_its_csp_allows_only_its_own_code():
     assert all(value.startswith("data:") for value in re.findall(r'(?:src|href)="([^"]*)"', page))
     urls = set(re.findall(r"https?://[^\s\"'<>]+", page)) - {"https://evil.example"}  # that one is model text
     assert urls == {"http://www.w3.org/2000/svg"}  # the SVG namespace, never loaded
-    csp = content_security_policy()
+    csp = report_csp()
     assert f'content="{html.escape(csp)}"' in page and "default-src 'none'" in csp and "unsafe" not in csp
     for tag in ("script", "style"):
         [body] = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S)
@@ -557,9 +565,9 @@ def check_screenshot(shot: Path) -> None:
 def check_sorting_and_filtering(chromium: str, page: Path, tmp_path: Path) -> None:
     source = page.read_text(encoding="utf-8")
     digest = base64.b64encode(hashlib.sha256(DRIVER_JS.encode()).digest()).decode()
-    csp = html.escape(content_security_policy())
+    csp = html.escape(report_csp())
     assert csp in source
-    driven = source.replace(csp, html.escape(content_security_policy().replace(
+    driven = source.replace(csp, html.escape(report_csp().replace(
         "script-src ", f"script-src 'sha256-{digest}' ")))
     driven = driven.replace("</body>", f"<script>{DRIVER_JS}</script></body>")
     copy = tmp_path / "driven.html"

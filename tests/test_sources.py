@@ -1,4 +1,5 @@
-"""Loaders for real datasets: item-schema files through ``datasets``, MKQA in both forms, hub specs.
+"""Loaders for real datasets: item-schema files through ``datasets``, MKQA in both forms, hub specs,
+and ``load_items`` over a directory of ``<lang>.jsonl`` files (the shipped fixtures' form).
 
 Every file is written here, in tmp_path; nothing touches the network.
 """
@@ -9,16 +10,18 @@ import csv
 import dataclasses
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from illusion import sources
+from illusion import mkqa, sources
 from illusion.data import Item
 from illusion.errors import DataError
 from illusion.matching import mentions
-from illusion.sources import load_source, load_source_with_report
+from illusion.sources import load_items, load_source, load_source_with_report
+from tiny import item, write_items
 
 ROWS = [
     {"id": "q1", "lang": "en", "question": "What is the capital of France?", "answer": "Paris",
@@ -258,7 +261,7 @@ def test_mkqa_from_the_hub_decodes_class_label_types(monkeypatch):
     """The hub copy stores answer types as ClassLabel indices; the loader is given a hub id."""
     from datasets import Dataset
 
-    codes = {name: n for n, name in enumerate(sources.MKQA_TYPES)}
+    codes = {name: n for n, name in enumerate(mkqa.MKQA_TYPES)}
     rows = [{**r, "example_id": str(r["example_id"]),
              "answers": {lang: [{**a, "type": codes[a["type"]]} for a in ans] if ans else []
                          for lang, ans in r["answers"].items()}} for r in MKQA]
@@ -377,7 +380,7 @@ def test_mkqa_plain_string_answers_in_the_nested_form_too(tmp_path):
     ("Blink-182", "entity"), ("Maroon 5", "entity"),
 ])
 def test_answer_type_of_a_plain_string(text, kind):
-    assert sources.answer_kind(text) == kind
+    assert mkqa.answer_kind(text) == kind
 
 
 WORDS = st.sampled_from("alpha beta gamma delta omega sigma kappa theta zeta iota".split())
@@ -406,10 +409,86 @@ def test_mkqa_distractor_invariants_hold_on_random_sets(tmp_path, golds):
 
 
 def test_load_items_reads_mkqa_specs_with_the_same_subset_rule(nested):
-    from illusion.data import load_items
-
     notes: list[str] = []
     items = load_items(nested, langs=["en", "de"], limit_per_lang=3, seed=1, note=notes.append)
     en = [i.id for i in items if i.lang == "en"]
     assert len(en) == 3 and en == [i.id for i in items if i.lang == "de"]
     assert notes and "skipped" in notes[0] and "unanswerable" in notes[0]
+
+
+# ----------------------------------------------------------------------------- a directory of <lang>.jsonl files
+
+GOOD = item("q1", "en", "What is the capital of France?", "Paris", ["Lyon", "Marseille", "Nice"])
+
+
+def write_lines(path, rows) -> None:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows))
+
+
+def test_loads_items_in_language_then_id_order(tmp_path):
+    rows = [item(f"q{i}", lang, f"Question {i} in {lang}?", f"Gold{i}", ["Alpha", "Beta", "Gamma"])
+            for lang in ("fr", "en") for i in (2, 1)]
+    write_items(tmp_path, rows)
+    items = load_items(tmp_path, langs=["fr", "en"])
+    assert [i.key for i in items] == ["fr-q1", "fr-q2", "en-q1", "en-q2"]
+    assert items[0].origin.endswith("fr.jsonl:2")
+
+
+def test_missing_language_and_bad_paths_are_clear(tmp_path):
+    write_items(tmp_path, [GOOD])
+    with pytest.raises(DataError, match="asks for sw but .* has only en"):
+        load_items(tmp_path, langs=["sw"])
+    with pytest.raises(DataError, match="nope.: no such file; accepted forms: a directory of <lang>.jsonl files"):
+        load_items(tmp_path / "nope")
+
+
+def test_problems_of_every_language_file_are_listed_at_once(tmp_path):
+    write_lines(tmp_path / "en.jsonl", [{**GOOD, "question": ""}])
+    write_lines(tmp_path / "fr.jsonl", [{**GOOD, "lang": "fr", "answer": ""}])
+    (tmp_path / "de.jsonl").write_text("\n")
+    with pytest.raises(DataError) as info:
+        load_items(tmp_path)
+    text = str(info.value)
+    assert text.startswith("3 problem(s)")
+    assert "en.jsonl:1: field 'question'" in text and "fr.jsonl:1: field 'answer'" in text
+    assert f"{tmp_path / 'de.jsonl'}: no items" in text
+
+
+def test_unaligned_ids_are_noted_per_language_among_the_chosen_languages(tmp_path):
+    rows = [{**GOOD, "id": f"q{n}", "lang": lang} for lang in ("en", "de") for n in (1, 2, 3)]
+    write_lines(tmp_path / "en.jsonl", rows[:3])
+    write_lines(tmp_path / "de.jsonl", rows[3:])
+    write_lines(tmp_path / "fr.jsonl", [{**GOOD, "lang": "fr"}])
+    notes: list[str] = []
+    items = load_items(tmp_path, note=notes.append)
+    assert len(items) == 7  # the suite still runs every item
+    assert notes == [f"{tmp_path / 'fr.jsonl'}: 2 of 3 ids missing for 'fr' (q2, q3); "
+                     "every language must hold the same ids"]
+    notes.clear()
+    assert len(load_items(tmp_path, langs=["en", "de"], note=notes.append)) == 6 and notes == []
+
+
+def test_shipped_starter_set_is_aligned_and_valid():
+    items = load_items(langs=["en", "de", "fr", "es", "zh", "ru"])
+    by_lang: dict[str, list[str]] = {}
+    for it in items:
+        by_lang.setdefault(it.lang, []).append(it.id)
+    assert all(len(ids) >= 40 for ids in by_lang.values())
+    assert len({tuple(ids) for ids in by_lang.values()}) == 1
+
+
+def test_the_suite_prints_the_unaligned_ids_as_a_progress_line(pytester, tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ILLUSION_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "qa").mkdir()
+    write_lines(tmp_path / "qa" / "en.jsonl", [GOOD, {**GOOD, "id": "q2"}])
+    write_lines(tmp_path / "qa" / "fr.jsonl", [{**GOOD, "lang": "fr"}])
+    suite = Path(__file__).resolve().parent.parent / "illusion_tests" / "test_consistency.py"
+    pytester.makeini("[pytest]\n")
+    pytester.mkpydir("illusion_tests")
+    pytester.path.joinpath("illusion_tests", "test_consistency.py").write_text(suite.read_text())
+    result = pytester.runpytest_subprocess("illusion_tests", "--collect-only", "-q", "--illusion-model", str(tiny_dir),
+                                           "--illusion-dataset", str(tmp_path / "qa"))
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    notes: list[str] = []
+    load_items(tmp_path / "qa", note=notes.append)
+    assert notes and f"[illusion] {notes[0]}" in result.stderr.str()
