@@ -43,7 +43,7 @@ def work(kind: str, threads: int, start_at: float) -> None:
     torch.set_num_threads(threads)
     from illusion.data import exemplar_for, load_exemplars, load_items
     from illusion.models import cache_root, load_model, parse_spec
-    from illusion.probe import ProbeConfig, probe, recover
+    from illusion.probes import ProbeConfig, probe, recover
 
     items = load_items(langs=["en", "de", "fr", "es", "zh", "ru"], limit_per_lang=40)
     pruned = sorted(d for d in (cache_root() / "pruned").glob("smollm2-135m-wanda-0.5-*") if d.is_dir())

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 from . import plots
 from .models import write_atomic
 from .plots import esc
-from .probe import result_from_dict, result_to_dict
+from .results import result_from_dict, result_to_dict
 from .terminal import safe_text
 from .verdict import CATEGORIES, ItemVerdict, LanguageVerdict, by_language
 

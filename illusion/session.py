@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 from .data import Item, exemplar_for, load_exemplars, load_items
 from .errors import ModelError
 from .models import LoadedModel, cache_root, fingerprint, load_model, parse_spec
-from .probe import ItemResult, ProbeConfig, probe, recover, recovery_chunks
+from .probes import ProbeConfig, probe, recover, recovery_chunks
+from .results import ItemResult
 from .verdict import ItemVerdict
 
 Progress = Callable[[str], None]
@@ -294,7 +295,7 @@ class IllusionSession:
         return self._keys[side, recovered]
 
     def _compute_store_keys(self, side: str, recovered: bool) -> tuple[str, str]:
-        from .probe import RECOVERY_VERSION
+        from .probes import RECOVERY_VERSION
         from .store import config_hash
 
         if side == "candidate" and self.config.prune:

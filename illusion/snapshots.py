@@ -25,7 +25,7 @@ from syrupy.extensions.base import AbstractSyrupyExtension
 
 from .errors import IllusionError
 from .models import cache_root, write_atomic
-from .probe import ItemResult
+from .results import ItemResult
 from .verdict import Category, category
 
 FORMAT = "benchmark-illusion gold-rank snapshot v1"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from illusion.data import Item, exemplar_for, load_exemplars
-from illusion.probe import ProbeConfig, probe, recover
+from illusion.probes import ProbeConfig, probe, recover
 from tiny import WORDS
 
 MC_TOLERANCE = {"abs": 1e-4, "rel": 1e-5}  # nats or a fraction of the score, whichever is larger

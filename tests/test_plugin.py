@@ -17,7 +17,7 @@ import pytest
 from illusion.data import Item
 from illusion.matching import mentions
 from illusion.models import load_model, parse_spec
-from illusion.probe import ProbeConfig, probe
+from illusion.probes import ProbeConfig, probe
 from tiny import WORDS, build_model_dir, item, write_items
 
 SUITE = Path(__file__).resolve().parent.parent / "illusion_tests" / "test_consistency.py"
@@ -410,7 +410,7 @@ def test_model_output_reaches_the_failure_message_escaped():
     from dataclasses import replace
 
     from illusion.plugin import check_consistency
-    from illusion.probe import ItemResult
+    from illusion.results import ItemResult
     from illusion.verdict import ItemVerdict
 
     hostile = Item(id="q1", lang="en", question="Where?" + HOSTILE, answer="Paris" + BIDI, aliases=("\u2066P",),

@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from illusion import plots
-from illusion.probe import ItemResult
+from illusion.results import ItemResult
 from illusion.report import (CATEGORY_COLORS, build_report, content_security_policy, item_record, md_escape,
                              render_html, render_markdown, worst_items, write_report)
 from illusion.verdict import ItemVerdict

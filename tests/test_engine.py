@@ -1,0 +1,89 @@
+"""The Hugging Face engine on a tiny random Llama: prompts and continuations, token ranks, the
+Gumbel sampler and beam search against transformers' own ``generate``."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from illusion.engine import BeamRequest
+from illusion.engine.decoding import GumbelSampler
+from illusion.engine.hf import HFBackend
+from illusion.engine.scoring import best_ranks, pad_golds, token_rank
+from illusion.engine.text import answer_line, build_prompt, continuation_ids, encode_prompt
+from illusion.probes import BEAMS
+
+def test_prompt_uses_chat_template_and_prompt_is_prefix_of_continuation(tiny_model):
+    tokenizer = tiny_model.tokenizer
+    prompt = build_prompt(tokenizer, "What is the river?", "chat")
+    assert prompt.startswith("<|im_start|>user\nWhat is the river?") and prompt.endswith("assistant\n")
+    cont = continuation_ids(tokenizer, prompt, "mountain")
+    assert tokenizer.decode(cont) == "mountain"
+    plain = build_prompt(tokenizer, "What is the river?", "plain")
+    assert plain == "Question: What is the river?\nAnswer:"
+    assert tokenizer.decode(continuation_ids(tokenizer, plain, "mountain")) == " mountain"
+
+
+def test_gold_rank_on_hand_built_step_scores():
+    # vocab of 6; gold first tokens {2, 4}
+    steps = [torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.0]),   # token 2 is 3rd, token 4 is 5th
+             torch.tensor([0.0, 1.0, 2.0, 9.0, 8.0, 7.0]),   # token 4 is 2nd
+             torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])]   # all tied: ties go to the lower id, token 2 is 3rd
+    ranks = best_ranks(torch.stack(steps), pad_golds([[2, 4]] * 3)).tolist()
+    assert ranks == [3, 2, 3]
+    assert (min(ranks), ranks[0]) == (2, 3)  # gold rank along the path, and at its first position
+    assert best_ranks(torch.tensor([[0.0, 0.0, 7.0]]), pad_golds([[2]])).tolist() == [1]
+
+
+@given(st.lists(st.floats(-50, 50, allow_nan=False, width=32), min_size=2, max_size=40), st.data())
+def test_rank_one_means_greedy_picks_that_token(values, data):
+    logits = torch.tensor(values)
+    token = data.draw(st.integers(0, len(values) - 1))
+    rank = token_rank(logits, token)
+    assert (rank == 1) == (int(logits.argmax()) == token)
+    assert rank == 1 + sorted(range(len(values)), key=lambda i: (-values[i], i)).index(token)
+
+
+def test_gumbel_sampler_draws_from_the_tempered_softmax_with_per_row_noise():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    rows = 4000
+    picks = GumbelSampler(range(rows), 0.7).perturb(logits.expand(rows, 4), range(rows)).argmax(-1)
+    frequencies = torch.bincount(picks, minlength=4).float() / rows
+    assert torch.allclose(frequencies, torch.softmax(logits / 0.7, -1), atol=0.03)
+    # A row's noise depends on its own seed only, not on the rows beside it.
+    alone = GumbelSampler([7], 0.7).perturb(logits[None], [0])
+    among = GumbelSampler([3, 7, 9], 0.7).perturb(logits.expand(3, 4), [0, 1, 2])[1]
+    assert torch.equal(alone[0], among)
+
+
+@given(st.lists(st.lists(st.integers(-3, 3), min_size=6, max_size=6), min_size=1, max_size=5), st.data())
+def test_best_ranks_of_a_batch_equal_the_best_token_rank_row_by_row(rows, data):
+    """Small integer logits make ties common: the batched ranks must break them like token_rank."""
+    logits = torch.tensor(rows, dtype=torch.float32)
+    golds = [data.draw(st.lists(st.integers(0, 5), min_size=1, max_size=4, unique=True)) for _ in rows]
+    assert best_ranks(logits, pad_golds(golds)).tolist() == [min(token_rank(logits[i], t) for t in g)
+                                                             for i, g in enumerate(golds)]
+
+
+def test_engine_beam_search_returns_the_beams_of_generate(tiny_model):
+    """The engine's beam search is transformers' algorithm on a shared prompt cache: the same
+    four beams as ``generate``, prompt by prompt. One token in eleven is made a stop token,
+    so beams end at all lengths, which exercises the finished-beam bookkeeping and the early stop."""
+    tokenizer, model = tiny_model.tokenizer, tiny_model.model
+    engine = HFBackend(tiny_model)
+    questions = ["What is the old river?", "Quel est le nom de la vieille ville ?", "river stone?",
+                 "What is the name of the old city, the one by the river with the stone bridge?", "Who?"]
+    prompts = [build_prompt(tokenizer, q, "chat") for q in questions]
+    engine.stop_ids = set(engine.stop_ids) | set(range(5, len(tokenizer), 11))
+    expected, ended = [], 0
+    for prompt in prompts:
+        ids = torch.tensor([encode_prompt(tokenizer, prompt, "chat")])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), num_beams=BEAMS, do_sample=False,
+                             num_return_sequences=BEAMS, max_new_tokens=24, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=sorted(engine.stop_ids))
+        new = out[:, ids.shape[1]:]
+        expected.append([answer_line(tokenizer.decode(row, skip_special_tokens=True)) for row in new])
+        ended += sum(bool(set(row[:-1].tolist()) & engine.stop_ids) for row in new)  # a stop before the end
+    assert [list(texts) for texts in engine.beam([BeamRequest(p, BEAMS) for p in prompts])] == expected
+    assert 4 <= ended < 4 * len(prompts)  # some returned beams ended early, some ran to the limit
