@@ -3,6 +3,7 @@ Gumbel sampler and beam search against transformers' own ``generate``."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -87,3 +88,69 @@ def test_engine_beam_search_returns_the_beams_of_generate(tiny_model):
         ended += sum(bool(set(row[:-1].tolist()) & engine.stop_ids) for row in new)  # a stop before the end
     assert [list(texts) for texts in engine.beam([BeamRequest(p, BEAMS) for p in prompts])] == expected
     assert 4 <= ended < 4 * len(prompts)  # some returned beams ended early, some ran to the limit
+
+
+class WeightsOnlyInsideForward:
+    """A model as quantization integrations and accelerate's offload leave it: at rest its weights
+    are not the ones it runs with (here: negated); a forward pre-hook on the top-level module puts
+    the real ones in and a forward hook takes them out again, as compressed-tensors' decompression
+    and accelerate's offload hooks do. It also records the shape of every logits tensor returned."""
+
+    def __init__(self, model):
+        self.params = list(model.parameters())
+        self.logit_shapes: list[tuple[int, ...]] = []
+        self._flip()
+        model.register_forward_pre_hook(lambda module, args: self._flip())
+        model.register_forward_hook(self._after)
+
+    def _flip(self) -> None:
+        for param in self.params:
+            param.data.neg_()
+
+    def _after(self, module, args, output) -> None:
+        self.logit_shapes.append(tuple(output.logits.shape))
+        self._flip()
+
+
+def test_engine_runs_the_models_own_forward_with_its_hooks(tiny_dir):
+    """Scores equal plain ``model(...)`` and greedy answers equal ``model.generate(...)`` on a model
+    whose top-level hooks change its weights; the engine asks only for the logits it uses."""
+    from illusion.models import load_model, parse_spec
+    from illusion.probes import ProbeConfig, probe
+    from test_probes import make_items, naive_option_logprob
+
+    loaded = load_model(parse_spec(str(tiny_dir)), dtype="float32", device="cpu")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    hooks = WeightsOnlyInsideForward(model)
+    items = make_items(6)
+    results = probe(loaded, items, ProbeConfig(batch_size=4))
+
+    prompt_ids = torch.tensor([encode_prompt(tokenizer, results[0].prompt, "chat")])
+    with torch.no_grad():  # the hooks matter: the inner model with the head's resting weights is another model
+        bypass = torch.nn.functional.linear(model.model(prompt_ids).last_hidden_state, model.lm_head.weight)
+        assert not torch.allclose(bypass, model(prompt_ids).logits, atol=1e-3)
+    stops = sorted(HFBackend(loaded).stop_ids)
+    for item, result in zip(items, results):
+        naive = [naive_option_logprob(loaded, result.prompt, option) for option in result.options]
+        assert result.mc_scores == pytest.approx(naive, abs=1e-4)
+        ids = torch.tensor([encode_prompt(tokenizer, result.prompt, "chat")])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=24,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
+        assert result.generation == answer_line(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    hooks.logit_shapes.clear()
+    probe(loaded, items, ProbeConfig(batch_size=4))
+    last_only = [shape for shape in hooks.logit_shapes if len(shape) == 3]
+    assert last_only and all(shape[1] == 1 for shape in last_only)  # prompts and decoding steps: 1 position
+    assert any(len(shape) == 2 for shape in hooks.logit_shapes)  # MC continuations: their real positions only
+
+
+def test_backend_refuses_a_model_without_a_language_modelling_head(tiny_model):
+    from transformers import LlamaModel
+
+    from illusion.errors import ModelError
+    from illusion.models import LoadedModel
+
+    body = LoadedModel(spec=tiny_model.spec, model=LlamaModel(tiny_model.model.config), tokenizer=tiny_model.tokenizer,
+                       fingerprint="x", dtype="float32", device="cpu")
+    with pytest.raises(ModelError, match="not a causal language model.*ForCausalLM"):
+        HFBackend(body)

@@ -12,6 +12,7 @@ they are used. Logits are upcast to float32 before any softmax, rank or argmax.
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Sequence
@@ -65,11 +66,8 @@ class HFBackend:
         self.stop_ids = stop_ids(self.model, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
         self._has_text: dict[int, bool] = {}  # token id -> its text is not just whitespace
-        self.body = getattr(self.model, self.model.base_model_prefix)
-        head = self.model.get_output_embeddings()
-        self.head_weight = head.weight.detach().float()
-        self.head_bias = None if head.bias is None else head.bias.detach().float()
-        self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        # Ask the model for logits only where they are used (a forward without the argument gives all).
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         # Wall time and token counts per phase, for benchmarks/probe_speed.py.
         self.stats = {"prompt_s": 0.0, "mc_s": 0.0, "generate_s": 0.0,
                       "prompt_tokens": 0, "option_tokens": 0, "generated_tokens": 0}
@@ -142,20 +140,24 @@ class HFBackend:
     def forward(self, ids: "torch.Tensor", *, mask: "torch.Tensor | None" = None,
                 positions: "torch.Tensor | None" = None, cache=None, keep: "int | torch.Tensor" = 1,
                 use_cache: bool = True):
-        """The model's own forward: float32 logits where ``keep`` says, and the KV cache.
+        """The model's own top-level forward: float32 logits where ``keep`` says, and the KV cache.
 
         ``keep=1``: the last position's logits, [B, V]. ``keep`` a bool [B, T] mask: the logits at
-        its True positions, [N, V], in row-major order.
+        its True positions, [N, V], in row-major order. Going through ``model(...)`` runs the hooks
+        that quantization integrations and accelerate install on the top-level module (weight
+        decompression, offload), the model's own ``lm_head`` (quantized or not) and its logit
+        soft-capping, as ``generate`` does. The logits come in the model's dtype and are upcast
+        here: in bf16 they carry bf16's ~3 significant digits, as they do in ``generate``.
         """
-        import torch.nn.functional as F
-
-        out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=use_cache)
-        hidden = out.last_hidden_state
-        hidden = hidden[:, -1] if isinstance(keep, int) else hidden[keep]
-        logits = F.linear(hidden.float(), self.head_weight, self.head_bias)
-        if self.softcap:
-            logits = self.softcap * (logits / self.softcap).tanh()
-        return logits, out.cache
+        kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                         use_cache=use_cache, **kwargs)
+        logits = out.logits
+        if isinstance(keep, int):
+            logits = logits[:, -1]
+        elif logits.dim() == 3:  # a forward without logits_to_keep returns every position
+            logits = logits[keep]
+        return logits.float(), out.cache
 
     def _prompt_forward(self, prompts: Sequence[str]):
         """Forward the prompts with a KV cache; the template's constant prefix is computed once.
