@@ -14,6 +14,7 @@ from illusion.engine.hf import HFBackend
 from illusion.engine.scoring import best_ranks, pad_golds, token_rank
 from illusion.engine.text import answer_line, build_prompt, continuation_ids, encode_prompt
 from illusion.probes import BEAMS
+from tiny import WORDS
 
 def test_prompt_uses_chat_template_and_prompt_is_prefix_of_continuation(tiny_model):
     tokenizer = tiny_model.tokenizer
@@ -154,3 +155,27 @@ def test_backend_refuses_a_model_without_a_language_modelling_head(tiny_model):
                        fingerprint="x", dtype="float32", device="cpu")
     with pytest.raises(ModelError, match="not a causal language model.*ForCausalLM"):
         HFBackend(body)
+
+
+def test_score_then_greedy_equals_the_shared_prompt_path(tiny_model):
+    """The plain fallback a backend without prompt sharing uses gives what the HF backend's shared path gives."""
+    from illusion.engine import GreedyRequest, ScoreRequest, score_then_greedy
+
+    backend = HFBackend(tiny_model, batch_size=3)
+    prompts = [build_prompt(tiny_model.tokenizer, f"What is the {word}?", "chat") for word in WORDS[:5]]
+    requests = [(ScoreRequest(p, (WORDS[i], WORDS[i + 1], WORDS[i + 2])), GreedyRequest(p, (WORDS[i],)))
+                for i, p in enumerate(prompts)]
+    shared = backend.score_and_greedy(requests)
+    assert score_then_greedy(backend, requests) == shared
+    assert all(answer.gold_rank >= 1 and len(scores) == 3 for scores, answer in shared)
+
+
+def test_a_call_mixing_decoding_settings_is_refused_before_any_work(tiny_model):
+    from illusion.engine import SampleRequest
+
+    backend = HFBackend(tiny_model)
+    with pytest.raises(ValueError, match=r"sample\(\): requests of one call must share temperature"):
+        backend.sample([SampleRequest("a", (1,), 0.7), SampleRequest("b", (2,), 1.0)])
+    with pytest.raises(ValueError, match=r"beam\(\): requests of one call must share beams"):
+        backend.beam([BeamRequest("a", 4), BeamRequest("b", 2)])
+    assert backend.stats["prompt_tokens"] == 0

@@ -86,3 +86,54 @@ def test_recovery_probes_find_a_beam_answer_and_are_seeded(tiny_model):
     assert alone["en-said"] == found["en-said"]  # per-item seeds: other items do not matter
     small = recover(tiny_model, [(unsaid, None), (said, exemplar)], ProbeConfig(batch_size=2), seed=0)
     assert small == found  # batch size and order do not matter either
+
+
+class ScriptedBackend:
+    """A backend that answers from a script, without a model: the probes need nothing but the
+    ``Backend`` protocol (a vLLM or llama.cpp backend is a sibling of the HF one)."""
+
+    prompt_format = "plain"
+
+    def __init__(self, says: dict[str, dict[str, str]]):
+        self.says = says  # probe -> prompt -> answer
+        self.stats: dict = {}
+
+    def render(self, messages):
+        return " / ".join(f"{m.role}: {m.content}" for m in messages)
+
+    def score_options(self, requests, *, progress=None):
+        return [tuple(-float(i) for i in range(len(r.options))) for r in requests]  # the gold always wins
+
+    def greedy(self, requests, *, progress=None):
+        from illusion.engine import Greedy
+
+        return [Greedy(self.says["greedy"].get(r.prompt, "no idea"), 7 if r.gold_forms else None,
+                       9 if r.gold_forms else None) for r in requests]
+
+    def score_and_greedy(self, requests, *, progress=None):
+        from illusion.engine import score_then_greedy
+
+        return score_then_greedy(self, requests, progress=progress)
+
+    def sample(self, requests):
+        return [tuple(self.says["sample"].get(r.prompt, "no idea") for _ in r.seeds) for r in requests]
+
+    def beam(self, requests):
+        return [(self.says["beam"].get(r.prompt, "no idea"),) * r.beams for r in requests]
+
+
+def test_probes_run_on_any_backend_and_recovery_names_the_probe_that_brought_the_answer_back():
+    from illusion.probes import probe_on, recover_on
+
+    items = make_items(4)
+    exemplar = make_items(12)[11]
+    ask = {item.id: f"user: {item.question}" for item in items}
+    one_shot = f"user: {exemplar.question} / assistant: {exemplar.answer} / user: {items[2].question}"
+    backend = ScriptedBackend({"greedy": {ask["t00"]: f"It is {items[0].answer}.", one_shot: items[2].answer},
+                               "beam": {ask["t01"]: items[1].answer}, "sample": {ask["t03"]: items[3].answer}})
+    results = probe_on(backend, items)
+    assert [r.prompt for r in results] == [ask[item.id] for item in items]
+    assert all(r.mc_correct and (r.gold_rank, r.first_position_rank) == (7, 9) for r in results)
+    assert [r.recognition_only for r in results] == [False, True, True, True]
+    found = recover_on(backend, [(item, exemplar) for item in items[1:]], batch_size=8, seed=0)
+    assert found == {"en-t01": ("beam",), "en-t02": ("one_shot",), "en-t03": ("sampling",)}

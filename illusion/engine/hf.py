@@ -11,10 +11,9 @@ they are used. Logits are upcast to float32 before any softmax, rank or argmax.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import time
-from functools import cached_property
+from functools import cached_property, wraps
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import ModelError
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 def _inference(method):
     """Run ``method`` under ``torch.inference_mode`` (no autograd bookkeeping in any tensor op)."""
 
-    @functools.wraps(method)
+    @wraps(method)
     def wrapper(*args, **kwargs):
         import torch
 
@@ -90,7 +89,7 @@ class HFBackend:
             return [answer for _, answer in self._probe(None, requests, progress)]
         out: list[Greedy] = []
         for batch in self._batches(requests):
-            last, cache, mask = self._prompt_forward([r.prompt for r in batch])
+            last, cache, mask = self._prompt_forward(self._encode([r.prompt for r in batch]))
             texts, _, _ = self._timed("generate_s", decoding.greedy, self, last, cache, mask)
             out += [Greedy(text) for text in texts]
         return out
@@ -105,17 +104,15 @@ class HFBackend:
         """Each prompt computed once, its cache copied to its samples."""
         import torch
 
+        temperature = _one_value("sample", "temperature", [r.temperature for r in requests])
         out: list[tuple[str, ...]] = []
         for batch in self._batches(requests):
-            last, cache, mask = self._prompt_forward([r.prompt for r in batch])
+            last, cache, mask = self._prompt_forward(self._encode([r.prompt for r in batch]))
             counts = [len(r.seeds) for r in batch]
             rows = torch.repeat_interleave(torch.arange(len(batch), device=self.device),
                                            torch.tensor(counts, device=self.device))
             cache.batch_select_indices(rows)
-            temperatures = {r.temperature for r in batch}
-            if len(temperatures) != 1:
-                raise ValueError(f"sample(): one temperature per call, got {sorted(temperatures)}")
-            sampler = decoding.GumbelSampler([s for r in batch for s in r.seeds], temperatures.pop())
+            sampler = decoding.GumbelSampler([s for r in batch for s in r.seeds], temperature)
             texts, _, _ = self._timed("generate_s", decoding.greedy, self, last[rows], cache, mask[rows],
                                       perturb=sampler.perturb)
             bounds = [sum(counts[:i]) for i in range(len(counts) + 1)]
@@ -124,13 +121,11 @@ class HFBackend:
 
     @_inference
     def beam(self, requests: Sequence[BeamRequest]) -> list[tuple[str, ...]]:
+        width = _one_value("beam", "beams", [r.beams for r in requests])
         out: list[tuple[str, ...]] = []
         for batch in self._batches(requests):
-            widths = {r.beams for r in batch}
-            if len(widths) != 1:
-                raise ValueError(f"beam(): one beam width per call, got {sorted(widths)}")
-            last, cache, mask = self._prompt_forward([r.prompt for r in batch])
-            beams = self._timed("generate_s", decoding.beam_search, self, last, cache, mask, widths.pop())
+            last, cache, mask = self._prompt_forward(self._encode([r.prompt for r in batch]))
+            beams = self._timed("generate_s", decoding.beam_search, self, last, cache, mask, width)
             out += [tuple(texts) for texts in beams]
         return out
 
@@ -159,8 +154,11 @@ class HFBackend:
             logits = logits[keep]
         return logits.float(), out.cache
 
-    def _prompt_forward(self, prompts: Sequence[str]):
-        """Forward the prompts with a KV cache; the template's constant prefix is computed once.
+    def _encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        return [encode_prompt(self.tokenizer, p, self.prompt_format) for p in prompts]
+
+    def _prompt_forward(self, encoded: Sequence[list[int]]):
+        """Forward the prompts' tokens with a KV cache; the template's constant prefix is computed once.
 
         Returns the last-position logits [B, V], the cache and the attention mask [B, T]. Chat
         templates open every prompt with the same system turn (about half of SmolLM2's prompt
@@ -170,7 +168,6 @@ class HFBackend:
         """
         import torch
 
-        encoded = [encode_prompt(self.tokenizer, p, self.prompt_format) for p in prompts]
         self.stats["prompt_tokens"] += sum(len(e) for e in encoded)
         start = time.perf_counter()
         prefix = self._prefix_tokens
@@ -217,12 +214,12 @@ class HFBackend:
         prompts = [r.prompt for r in requests]
         if scores is not None and greedies is not None and [g.prompt for g in greedies] != prompts:
             raise ValueError("score_and_greedy(): each pair must share its prompt")
-        lengths = [len(encode_prompt(self.tokenizer, p, self.prompt_format)) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
+        encoded = self._encode(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
         results: dict[int, tuple[tuple[float, ...], Greedy]] = {}
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
-            last, cache, mask = self._prompt_forward([prompts[i] for i in batch])
+            last, cache, mask = self._prompt_forward([encoded[i] for i in batch])
             option_scores = [()] * len(batch)
             if scores is not None:
                 option_scores = self._timed("mc_s", scoring.score_options, self, [prompts[i] for i in batch],
@@ -253,6 +250,15 @@ class HFBackend:
         if token not in self._has_text:
             self._has_text[token] = bool(self.tokenizer.decode([token]).strip())
         return self._has_text[token]
+
+
+def _one_value(method: str, field: str, values: Sequence):
+    """The value all requests of a call share (a batch decodes with one setting)."""
+    distinct = sorted(set(values))
+    if len(distinct) > 1:
+        raise ValueError(f"{method}(): requests of one call must share {field}, got {distinct}; "
+                         f"call {method}() once per {field}")
+    return distinct[0] if distinct else None
 
 
 def vocab_size(model) -> int:
