@@ -6,18 +6,16 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .scoring import best_ranks, pad_golds
+from .scoring import Runner, best_ranks, pad_golds
 from .text import answer_line
 
 if TYPE_CHECKING:
     import torch
 
-    from .hf import HFBackend
-
 Perturb = Callable[["torch.Tensor", Sequence[int]], "torch.Tensor"]
 
 
-def greedy(backend: "HFBackend", last_logits: "torch.Tensor", cache, mask: "torch.Tensor", *,
+def greedy(backend: Runner, last_logits: "torch.Tensor", cache, mask: "torch.Tensor", *,
            golds: Sequence[Sequence[int]] | None = None,
            perturb: Perturb | None = None) -> tuple[list[str], list[int], list[int]]:
     """Greedy decoding of a batch of prompts; each row stops at its own newline/EOS and leaves it.
@@ -88,7 +86,7 @@ class GumbelSampler:
         return scores.float() / self.temperature + gumbel.to(scores.device)
 
 
-def beam_search(backend: "HFBackend", last_logits: "torch.Tensor", cache, mask: "torch.Tensor",
+def beam_search(backend: Runner, last_logits: "torch.Tensor", cache, mask: "torch.Tensor",
                 beams: int) -> list[list[str]]:
     """The answer lines of all ``beams`` returned beams of each prompt.
 

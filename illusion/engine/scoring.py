@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from .batching import right_pad, select_cache
 from .text import continuation_ids
@@ -11,12 +11,28 @@ from .text import continuation_ids
 if TYPE_CHECKING:
     import torch
 
-    from .hf import HFBackend
-
 MC_CHUNK_ROWS = 64  # options scored per forward: larger chunks only add memory traffic on CPU
 
 
-def score_options(backend: "HFBackend", prompts: Sequence[str], options: Sequence[Sequence[str]],
+class Runner(Protocol):
+    """What scoring and decoding use of the backend that runs them (``hf.HFBackend``)."""
+
+    device: "torch.device"
+    tokenizer: object
+    pad_id: int | None
+    stop_ids: set[int]
+    newline_ids: set[int]
+    max_new_tokens: int
+    stats: dict
+
+    def forward(self, ids: "torch.Tensor", *, mask: "torch.Tensor | None" = None,
+                positions: "torch.Tensor | None" = None, cache=None, keep: "int | torch.Tensor" = 1,
+                use_cache: bool = True) -> tuple["torch.Tensor", object]: ...
+
+    def token_has_text(self, token: int) -> bool: ...
+
+
+def score_options(backend: Runner, prompts: Sequence[str], options: Sequence[Sequence[str]],
                   last_logits: "torch.Tensor", cache, mask: "torch.Tensor") -> list[list[float]]:
     """Summed log-probability of each option as its prompt's continuation, each prompt computed once.
 
