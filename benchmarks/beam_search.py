@@ -16,19 +16,23 @@ import time
 import torch
 
 from illusion.models import load_model, parse_spec
-from illusion.probe import BEAMS, Engine, ProbeConfig, _answer_line, _left_pad, build_prompt, encode_prompt
+from illusion.engine import BeamRequest
+from illusion.engine.batching import left_pad
+from illusion.engine.hf import HFBackend
+from illusion.engine.text import answer_line, build_prompt, encode_prompt
+from illusion.probes import BEAMS
 from illusion.sources import load_items
 
 
-def generate_beams(loaded, engine: Engine, prompts: list[str]) -> list[list[str]]:
+def generate_beams(loaded, engine: HFBackend, prompts: list[str]) -> list[list[str]]:
     tokenizer = loaded.tokenizer
-    ids, mask = _left_pad([encode_prompt(tokenizer, p, engine.fmt) for p in prompts], tokenizer.pad_token_id,
-                          loaded.device)
+    ids, mask = left_pad([encode_prompt(tokenizer, p, engine.prompt_format) for p in prompts], tokenizer.pad_token_id,
+                         loaded.device)
     with torch.inference_mode():
-        out = loaded.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=engine.config.max_new_tokens,
+        out = loaded.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=engine.max_new_tokens,
                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(engine.stop_ids),
                                     num_beams=BEAMS, num_return_sequences=BEAMS, do_sample=False)
-    texts = [_answer_line(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True)) for row in out]
+    texts = [answer_line(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True)) for row in out]
     return [texts[i * BEAMS:(i + 1) * BEAMS] for i in range(len(prompts))]
 
 
@@ -42,16 +46,16 @@ def main() -> None:
 
     items = load_items(langs=["en", "de", "fr", "es", "zh", "ru"], limit_per_lang=40)[::3][:args.items]
     loaded = load_model(parse_spec(args.model), dtype="float32", device="cpu")
-    engine = Engine(loaded, ProbeConfig())
+    engine = HFBackend(loaded)
     differ, t_generate, t_engine = 0, 0.0, 0.0
     for start in range(0, len(items), 16):
         chunk = items[start:start + 16]
-        prompts = [build_prompt(loaded.tokenizer, it.question, engine.fmt) for it in chunk]
+        prompts = [build_prompt(loaded.tokenizer, it.question, engine.prompt_format) for it in chunk]
         clock = time.perf_counter()
         expected = generate_beams(loaded, engine, prompts)
         t_generate += time.perf_counter() - clock
         clock = time.perf_counter()
-        got = engine.beam_search(prompts, BEAMS)
+        got = [list(texts) for texts in engine.beam([BeamRequest(p, BEAMS) for p in prompts])]
         t_engine += time.perf_counter() - clock
         for item, one, two in zip(chunk, expected, got):
             if one != two:

@@ -15,7 +15,7 @@ import time
 import torch
 
 from illusion.models import load_model, parse_spec
-from illusion.probe import Engine, ProbeConfig
+from illusion.probes import ProbeConfig, open_engine, probe_on
 from illusion.sources import load_items
 
 
@@ -43,11 +43,11 @@ def main() -> None:
 
     items = load_items(langs=args.langs.split(","), limit_per_lang=args.limit)
     loaded = load_model(parse_spec("smollm2-135m"), dtype=args.dtype, device="cpu")
-    engine = Engine(loaded, ProbeConfig(batch_size=args.batch_size))
-    engine.run(items[: args.batch_size])  # warm-up: kernels, allocator
+    engine = open_engine(loaded, ProbeConfig(batch_size=args.batch_size))
+    probe_on(engine, items[: args.batch_size])  # warm-up: kernels, allocator
     engine.stats = dict.fromkeys(engine.stats, 0)
     start = time.perf_counter()
-    engine.run(items)
+    probe_on(engine, items)
     total = time.perf_counter() - start
     s = engine.stats
     params = sum(p.numel() for p in loaded.model.parameters())

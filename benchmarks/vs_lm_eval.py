@@ -8,7 +8,7 @@ float32, cpu), same items, same prompts (our chat-template prompt), same decodin
 tokens). Each side runs in a fresh child process, so a cold time covers interpreter start, imports,
 model load and all the work; the parent only compares.
 
-- cold: nothing cached. Ours: load the model and probe (``illusion.probe.Engine``), then store the
+- cold: nothing cached. Ours: load the model and probe (``illusion.probes.probe_on``), then store the
   results as the suite does. lm-eval: ``HFLM`` wrapped in ``CachingLM`` on an empty sqlite cache
   (its ``use_cache`` path), ``loglikelihood`` and ``generate_until`` requests.
 - warm: the same again with the caches the cold runs filled. Ours reads the results store and
@@ -23,7 +23,7 @@ How the requests are made to tokenise exactly like ours:
   time. The child checks, with lm-eval's own ``_encode_pair``, that the ids are exactly ours.
 - generation: ``until=["\\n"]`` (+ lm-eval's EOS). Ours skips leading newlines and stops at the first
   newline after text; lm-eval stops at any newline. Both outputs are compared after our
-  ``_answer_line`` (strip, cut at the first newline); a leading newline is reported as a stop-rule
+  ``answer_line`` (strip, cut at the first newline); a leading newline is reported as a stop-rule
   difference, anything else as a bug to look at.
 """
 
@@ -59,8 +59,8 @@ class PhaseResult:
 
     phase: str
     scores: dict[str, list[float]]  # item key -> per-option summed log-prob, options[0] is gold
-    generations: dict[str, str]  # item key -> greedy answer after our _answer_line
-    raw_generations: dict[str, str] = field(default_factory=dict)  # lm-eval's output before _answer_line
+    generations: dict[str, str]  # item key -> greedy answer after our answer_line
+    raw_generations: dict[str, str] = field(default_factory=dict)  # lm-eval's output before answer_line
     timings: dict[str, float] = field(default_factory=dict)  # seconds since T0, at the end of each step
     work_split: dict[str, float] = field(default_factory=dict)  # ours: MC / generation seconds (engine stats)
     requests: dict[str, int] = field(default_factory=dict)
@@ -96,7 +96,7 @@ def since_start() -> float:
 
 def store_keys(model_fingerprint: str):
     """(model key, config key) as the suite computes them for the dense reference."""
-    from illusion.probe import ProbeConfig
+    from illusion.probes import ProbeConfig
     from illusion.store import config_hash
 
     probe_key = {**ProbeConfig(max_new_tokens=MAX_NEW_TOKENS).key(), "recovery_probes": False}
@@ -109,15 +109,15 @@ def run_ours_cold(args: argparse.Namespace, workdir: Path) -> PhaseResult:
     import transformers  # noqa: F401
 
     from illusion.models import load_model, parse_spec
-    from illusion.probe import Engine, ProbeConfig
+    from illusion.probes import ProbeConfig, open_engine, probe_on
     from illusion.store import ResultStore
 
     timings = {"imports": since_start()}
     items = load_work_items(args)
     loaded = load_model(parse_spec(SPEC), dtype=DTYPE, device=DEVICE)
-    engine = Engine(loaded, ProbeConfig(max_new_tokens=MAX_NEW_TOKENS, batch_size=args.batch_size))
+    engine = open_engine(loaded, ProbeConfig(max_new_tokens=MAX_NEW_TOKENS, batch_size=args.batch_size))
     timings["model load"] = since_start()
-    results = engine.run(items)
+    results = probe_on(engine, items)
     timings["work"] = since_start()
     store = ResultStore(workdir / "results.sqlite3")
     store.put(*store_keys(loaded.fingerprint), zip(items, results))
@@ -220,7 +220,7 @@ def run_lmeval(args: argparse.Namespace, workdir: Path, phase: str) -> PhaseResu
     from lm_eval.api.model import CachingLM
     from lm_eval.models.huggingface import HFLM
 
-    from illusion.probe import _answer_line, build_prompt, resolve_format
+    from illusion.engine.text import answer_line, build_prompt, resolve_format
 
     timings = {"imports": since_start()}
     items = load_work_items(args)
@@ -239,7 +239,7 @@ def run_lmeval(args: argparse.Namespace, workdir: Path, phase: str) -> PhaseResu
     result = PhaseResult(
         phase=phase,
         scores=ours_from_lmeval(plans, loglik),
-        generations={item.key: _answer_line(text) for item, text in zip(items, raw)},
+        generations={item.key: answer_line(text) for item, text in zip(items, raw)},
         raw_generations={item.key: text for item, text in zip(items, raw)},
         timings=timings,
         requests={"mc": sum(len(p.option_args) for p in plans),
@@ -252,7 +252,7 @@ def run_lmeval(args: argparse.Namespace, workdir: Path, phase: str) -> PhaseResu
 
 def check_token_ids(lm, items, plans: list[LoglikPlan], prompts: list[str], fmt: str) -> dict:
     """Do lm-eval's own encodings give exactly our ids? Run after the timed part."""
-    from illusion.probe import continuation_ids, encode_prompt
+    from illusion.engine.text import continuation_ids, encode_prompt
 
     tok = lm.tokenizer
     problems = []
@@ -438,7 +438,7 @@ def print_report(args, runs: dict[str, list[Measured]], agreement: Agreement, co
     print(f"MC-correct: suite {sum(map(mc_correct, oc.result.scores.values()))}, lm-eval "
           f"{sum(map(mc_correct, lc.result.scores.values()))}; items whose MC verdict differs: "
           f"{len(agreement.mc_flips)} {agreement.mc_flips or ''}")
-    print(f"generation mismatches (after _answer_line): {len(agreement.gen_mismatches)} of {len(oc.result.scores)}")
+    print(f"generation mismatches (after answer_line): {len(agreement.gen_mismatches)} of {len(oc.result.scores)}")
     for key, mine, theirs, why in agreement.gen_mismatches:
         print(f"  {key}: suite {mine!r} | lm-eval {theirs!r}\n    why: {why}")
     check = lc.result.token_check or runs["lmeval-cold"][0].result.token_check

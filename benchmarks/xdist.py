@@ -44,7 +44,7 @@ def work(kind: str, threads: int, start_at: float) -> None:
     from illusion.data import exemplar_for
     from illusion.models import load_model, parse_spec
     from illusion.paths import cache_root
-    from illusion.probe import ProbeConfig, probe, recover
+    from illusion.probes import ProbeConfig, probe, recover
     from illusion.sources import load_exemplars, load_items
 
     items = load_items(langs=["en", "de", "fr", "es", "zh", "ru"], limit_per_lang=40)

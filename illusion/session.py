@@ -26,7 +26,8 @@ from .data import Item, exemplar_for
 from .errors import ModelError
 from .models import LoadedModel, fingerprint, load_model, parse_spec
 from .paths import cache_root
-from .probe import ItemResult, ProbeConfig, probe, recover, recovery_chunks
+from .probes import ProbeConfig, probe, recover, recovery_chunks
+from .results import ItemResult
 from .sources import load_exemplars, load_items
 from .terminal import safe_text
 from .verdict import ItemVerdict
@@ -304,7 +305,7 @@ class IllusionSession:
         return self._keys[side, recovered]
 
     def _compute_store_keys(self, side: str, recovered: bool) -> tuple[str, str]:
-        from .probe import RECOVERY_VERSION
+        from .probes import RECOVERY_VERSION
         from .store import config_hash
 
         if side == "candidate" and self.config.prune:

@@ -32,7 +32,7 @@ from syrupy.extensions.base import AbstractSyrupyExtension
 from .errors import IllusionError
 from .files import write_atomic
 from .paths import cache_root
-from .probe import ItemResult
+from .results import ItemResult
 from .terminal import safe_text
 from .verdict import Category, ItemVerdict, category
 

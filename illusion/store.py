@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 
 from .data import Item
 from .errors import IllusionError
-from .probe import ItemResult
+from .results import ItemResult
 
 SCHEMA_VERSION = 1
 BUSY_SECONDS = 60  # how long to wait for another process's lock before giving up

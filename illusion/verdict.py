@@ -9,18 +9,9 @@ from fractions import Fraction
 from typing import Literal, Sequence
 
 from .errors import ConfigError
-from .probe import ItemResult
+from .results import CATEGORIES, Category, ItemResult, category
 
-Category = Literal["both", "recognition_only", "generation_only", "neither"]
-CATEGORIES: tuple[Category, ...] = ("both", "recognition_only", "generation_only", "neither")
 Outcome = Literal["pass", "fail", "xfail"]
-
-
-def category(mc_correct: bool, gen_correct: bool) -> Category:
-    """The four cells of MC-correct x generation-correct; recognition_only is the illusion."""
-    if mc_correct:
-        return "both" if gen_correct else "recognition_only"
-    return "generation_only" if gen_correct else "neither"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import pytest
 from illusion.data import Item
 from illusion.matching import mentions
 from illusion.models import load_model, parse_spec
-from illusion.probe import ProbeConfig, probe
+from illusion.probes import ProbeConfig, probe
 from tiny import WORDS, build_model_dir, item, write_items
 
 SUITE = Path(__file__).resolve().parent.parent / "illusion_tests" / "test_consistency.py"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from illusion.data import Item, exemplar_for
-from illusion.probe import ProbeConfig, probe, recover
+from illusion.probes import ProbeConfig, probe, recover
 from illusion.sources import load_exemplars
 from tiny import WORDS
 

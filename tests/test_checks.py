@@ -9,7 +9,7 @@ import pytest
 
 from illusion.checks import check_consistency
 from illusion.data import Item
-from illusion.probe import ItemResult
+from illusion.results import ItemResult
 from illusion.verdict import ItemVerdict
 from suite_world import BIDI, HOSTILE, RAW
 

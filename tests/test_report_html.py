@@ -27,13 +27,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from illusion.probe import ItemResult
 from illusion.report import plots
 from illusion.report.html_report import CATEGORY_COLORS, CSS, SCRIPT, render_html
 from illusion.report.markdown import md_escape, render_markdown
 from illusion.report.page import content_security_policy
 from illusion.report.records import build_report, item_record, write_report
 from illusion.report.summary import worst_items
+from illusion.results import ItemResult
 from illusion.verdict import ItemVerdict
 from tiny import item as item_row
 from tiny import write_items

@@ -58,7 +58,7 @@ def test_a_worker_reads_what_another_computed_and_probes_nothing(tmp_path, tiny_
 
 @given(n=st.integers(0, 500), batch=st.integers(1, 256))
 def test_recovery_chunks_are_even_and_within_a_quarter_batch(n, batch):
-    from illusion.probe import recovery_chunks
+    from illusion.probes import recovery_chunks
 
     chunks = recovery_chunks(list(range(n)), batch)
     assert [x for chunk in chunks for x in chunk] == list(range(n))

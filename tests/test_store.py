@@ -19,7 +19,7 @@ import pytest
 
 from illusion import store as store_module
 from illusion.data import Item
-from illusion.probe import ItemResult
+from illusion.results import ItemResult
 from illusion.store import ResultStore, StoreBusyError, config_hash, inspect_store
 
 ITEM = Item(id="q1", lang="en", question="Capital of France?", answer="Paris", aliases=(),

@@ -82,7 +82,7 @@ def test_sweep_prunes_at_each_sparsity_and_reports_progress(swept):
 
 def test_dense_point_equals_a_direct_probe_of_the_unpruned_model(swept, tiny_model):
     from illusion.sources import load_items
-    from illusion.probe import ProbeConfig, probe
+    from illusion.probes import ProbeConfig, probe
 
     items = load_items(str(swept["data"]))
     results = probe(tiny_model, items, ProbeConfig())

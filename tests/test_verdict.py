@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from illusion.probe import ItemResult
+from illusion.results import ItemResult
 from illusion.verdict import CATEGORIES, ItemVerdict, by_language, category, language_stats, pair
 
 

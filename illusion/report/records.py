@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..files import write_atomic
-from ..probe import result_from_dict, result_to_dict
+from ..results import result_from_dict, result_to_dict
 from ..verdict import ItemVerdict, LanguageVerdict, by_language, language_gate
 from .html_report import render_html
 from .markdown import render_markdown
