@@ -61,7 +61,8 @@ class PruneRecipe:
     """What to prune and how much. Exactly one of ``sparsity`` or ``n``/``m`` is set."""
 
     method: Method
-    sparsity: float | None = None  # unstructured: fraction of each output row zeroed, 0 < s < 1
+    sparsity: float | None = None  # unstructured, 0 < s < 1: fraction zeroed in each output row
+    # (magnitude, Wanda) or in each block of 128 input columns, all rows together (SparseGPT)
     n: int | None = None  # N:M semi-structured: n zeros in each group of m consecutive inputs
     m: int | None = None
 
@@ -201,6 +202,24 @@ def _nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return _lowest(score.reshape(-1, m), n).reshape(rows, cols)
 
 
+def sparsegpt_block_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Bool mask of the k = floor(rows * cols * sparsity) lowest scores of a whole [rows, cols]
+    block, all rows together.
+
+    SparseGPT's unstructured rule (IST-DASLab ``fasterprune``: one threshold per block of 128
+    columns over every row). The reference takes ``thresh = sort(flat)[k]`` and prunes
+    ``score <= thresh``, which zeroes k + 1 weights (more on ties at the threshold). We take
+    exactly the k lowest instead, so the sparsity is exact: a stable sort of the row-major
+    flattening, so among equal scores the lower row, then the lower column, is pruned first.
+    Without ties this is the reference's mask minus its one threshold weight.
+    """
+    k = int(score.numel() * sparsity)
+    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
+    if k > 0:
+        mask[torch.sort(score.flatten(), stable=True)[1][:k]] = True
+    return mask.reshape(score.shape)
+
+
 def _mask(score: torch.Tensor, recipe: PruneRecipe) -> torch.Tensor:
     if recipe.structured:
         return _nm_mask(score, recipe.n, recipe.m)
@@ -286,9 +305,9 @@ class _SparseGPT(_Magnitude):
             W1, Hinv1, mask1 = W[i1:i2], Hinv[i1:i2, i1:i2], mask[i1:i2]  # views, updated in place
             d = torch.diag(Hinv1).unsqueeze(1)
             Err1 = torch.zeros_like(W1)
-            if not recipe.structured:  # per row quota, so each row ends with floor(cols*s) zeros
-                k = int(i2 * recipe.sparsity) - int(i1 * recipe.sparsity)
-                mask1.copy_(_lowest((W1.square() / d.square()).t(), k).t())
+            if not recipe.structured:  # one threshold over the whole block, as in the reference
+                score = (W1.square() / d.square()).t()  # [rows, i2 - i1], the reference's layout
+                mask1.copy_(sparsegpt_block_mask(score, recipe.sparsity).t())
             scale = mask1 / d  # err = (w - q) / d: w / d where pruned, 0 where kept
             for i in range(i2 - i1):
                 if recipe.structured and i % m == 0:
@@ -338,17 +357,41 @@ def _check_divisible(linears: dict[str, nn.Linear], recipe: PruneRecipe) -> None
             )
 
 
+def sparsegpt_block_quota(mask: torch.Tensor, sparsity: float) -> list[tuple[int, int, int]]:
+    """(first column, pruned, required) for each SparseGPT block of an unstructured [rows, cols]
+    mask: blocks of 128 columns (the last may be shorter), each with floor(rows * width * S)."""
+    rows, cols = mask.shape
+    return [
+        (i1, int(mask[:, i1 : i1 + _SPARSEGPT_BLOCKSIZE].sum()),
+         int(rows * min(_SPARSEGPT_BLOCKSIZE, cols - i1) * sparsity))
+        for i1 in range(0, cols, _SPARSEGPT_BLOCKSIZE)
+    ]
+
+
 def _verify(name: str, weight: torch.Tensor, mask: torch.Tensor, recipe: PruneRecipe) -> float:
-    """Check the mask has exactly the target count and its weights are zero; return sparsity."""
-    if recipe.structured:
-        counts, want = mask.reshape(-1, recipe.m).sum(1), recipe.n
+    """Check the mask has exactly the target count and its weights are zero; return sparsity.
+
+    The count is per group for N:M, per block of 128 columns for unstructured SparseGPT (its mask
+    rule), and per row for unstructured magnitude and Wanda.
+    """
+    if recipe.method == "sparsegpt" and not recipe.structured:
+        wrong = [q for q in sparsegpt_block_quota(mask, recipe.sparsity) if q[1] != q[2]]
+        if wrong:
+            i1, got, want = wrong[0]
+            raise RuntimeError(
+                f"bug in illusion.prune: {name} prunes {got} weights in the SparseGPT block of "
+                f"columns {i1}..{min(i1 + _SPARSEGPT_BLOCKSIZE, mask.shape[1]) - 1}, want exactly {want}"
+            )
     else:
-        counts, want = mask.sum(1), int(mask.shape[1] * recipe.sparsity)
-    if not bool((counts == want).all()):
-        raise RuntimeError(
-            f"bug in illusion.prune: {name} prunes {int(counts.min())}..{int(counts.max())} "
-            f"weights per {'group' if recipe.structured else 'row'}, want exactly {want}"
-        )
+        if recipe.structured:
+            counts, want = mask.reshape(-1, recipe.m).sum(1), recipe.n
+        else:
+            counts, want = mask.sum(1), int(mask.shape[1] * recipe.sparsity)
+        if not bool((counts == want).all()):
+            raise RuntimeError(
+                f"bug in illusion.prune: {name} prunes {int(counts.min())}..{int(counts.max())} "
+                f"weights per {'group' if recipe.structured else 'row'}, want exactly {want}"
+            )
     if bool(weight[mask].any()):
         raise RuntimeError(f"bug in illusion.prune: {name} has non-zero weights under its mask")
     return float((weight == 0).float().mean())
@@ -518,7 +561,7 @@ def prune_model(
 # ----------------------------------------------------------------------------- checkpoints
 
 # Bumped whenever pruning changes numerically, so cached pruned checkpoints are not reused.
-PRUNE_VERSION = 1
+PRUNE_VERSION = 2  # 2: SparseGPT's unstructured mask is one threshold per 128-column block
 # The dtype pruning runs in: weights load in float32, statistics accumulate in float32.
 PRUNE_DTYPE = "float32"
 # Written into every checkpoint this module writes: the recipe, and the files it wrote (checkpoint.py).
