@@ -490,17 +490,107 @@ def _run_block(block: nn.Module, captured: list, *, keep: bool = True) -> list:
     return outputs
 
 
+class _Staging:
+    """Where each decoder block is pruned, for a model that stays where it is.
+
+    With a pruning ``device``, the model stays in its memory (usually the CPU: a 70B model need
+    not fit the device) and moves to ``device`` one piece at a time, as the Wanda and SparseGPT
+    reference code do for 65B-70B models: everything outside the decoder blocks (embeddings,
+    rotary tables, final norm, head) while the first block's inputs are captured, so those inputs
+    are computed on ``device`` exactly as if the whole model were there; then each block in turn,
+    calibrated and pruned there, and moved back before the next. Without a ``device``, or for a
+    model dispatched by accelerate (``hf_device_map``: its hooks place each block), every block is
+    pruned where its weights are.
+    """
+
+    def __init__(self, model: nn.Module, prefix: str, blocks: nn.ModuleList, device) -> None:
+        self.model, self.blocks = model, blocks
+        parent, _, self.attr = prefix.rpartition(".")
+        self.parent = model.get_submodule(parent)
+        self.device = None if device is None else torch.device(device)
+        self.home: dict[int, torch.device] = {}  # id(module) -> device it came from
+        if getattr(model, "hf_device_map", None):
+            self.device = None  # accelerate placed the blocks; its hooks move the activations
+            for i, block in enumerate(blocks):
+                if any(p.device.type == "meta" for p in block.parameters()):
+                    raise ModelError(
+                        f"{prefix}.{i}: its weights are offloaded by accelerate's device_map (cpu or "
+                        "disk offload keeps them outside the module), so pruning in place cannot change "
+                        "them; load the model without a device_map (on the CPU) and give the pruning "
+                        "device instead (python -m illusion prune --device cuda moves one decoder block "
+                        "at a time to it)"
+                    )
+        elif self.device is not None:
+            devices = {p.device for p in model.parameters()}
+            if len(devices) > 1:
+                raise ModelError(
+                    f"{type(model).__name__}: its weights are on {', '.join(sorted(map(str, devices)))}; "
+                    f"to prune on {self.device}, load it on one device (the CPU) or with an accelerate device_map"
+                )
+
+    def _place(self, module: nn.Module, device: torch.device) -> None:
+        self.home.setdefault(id(module), next(module.parameters()).device)
+        _move(module, device)
+
+    def _return(self, module: nn.Module) -> None:
+        home = self.home.pop(id(module), None)
+        if home is not None:
+            _move(module, home)
+            if self.device is not None and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def outside_on_device(self) -> None:
+        """Move everything but the decoder blocks to the pruning device (for the capture)."""
+        if self.device is not None:
+            blocks = getattr(self.parent, self.attr)
+            setattr(self.parent, self.attr, nn.ModuleList())  # detached, so .to() leaves them
+            try:
+                self._place(self.model, self.device)
+            finally:
+                setattr(self.parent, self.attr, blocks)
+
+    def outside_home(self) -> None:
+        if id(self.model) in self.home:
+            blocks = getattr(self.parent, self.attr)
+            setattr(self.parent, self.attr, nn.ModuleList())
+            try:
+                self._return(self.model)
+            finally:
+                setattr(self.parent, self.attr, blocks)
+
+    def enter(self, block: nn.Module) -> None:
+        if self.device is not None:
+            self._place(block, self.device)
+
+    def leave(self, block: nn.Module) -> None:
+        self._return(block)
+
+    def restore(self) -> None:
+        """Put back whatever is still on the pruning device (after an error midway)."""
+        for block in self.blocks:
+            self.leave(block)
+        self.outside_home()
+
+
+def _move(module: nn.Module, device: torch.device) -> None:
+    """``module.to(device)``, in one place so that tests can watch the moves."""
+    module.to(device)
+
+
 def prune_model(
     model: nn.Module,
     recipe: PruneRecipe,
     calibration: torch.Tensor | None,
     *,
+    device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PruneStats:
     """Prune the Linear layers of ``model``'s decoder blocks in place, block by block.
 
     ``calibration`` holds token ids [samples, seqlen] (see ``calibration_batch``); magnitude
-    ignores it. ``progress`` gets one line per block.
+    ignores it. ``device``: where to compute; the model stays where it is and one decoder block
+    at a time moves there and back (see ``_Staging``); None prunes each block where it is.
+    ``progress`` gets one line per block.
     """
     prefix, blocks = _decoder_blocks(model)
     per_block = [
@@ -520,14 +610,18 @@ def prune_model(
             f"{recipe.spec}: {recipe.method} needs calibration token ids, a LongTensor "
             "[samples, seqlen]; build one with calibration_batch(tokenizer, CalibrationConfig())"
         )
+    staging = _Staging(model, prefix, blocks, device)
     was_training = model.training
     model.eval()
     layers: dict[str, float] = {}
     zeros = total = 0
     try:
         with torch.no_grad():
+            staging.outside_on_device()
             captured = _capture_inputs(model, blocks[0], calibration) if calibrated else None
+            staging.outside_home()
             for index, (block, linears) in enumerate(zip(blocks, per_block)):
+                staging.enter(block)
                 pruners = {name: _PRUNERS[recipe.method](mod) for name, mod in linears.items()}
                 handles = [
                     mod.register_forward_hook(_feed(pruners[name])) for name, mod in linears.items()
@@ -548,12 +642,14 @@ def prune_model(
                 del pruners
                 if calibrated and index + 1 < len(blocks):
                     captured = _run_block(block, captured)  # pruned block feeds the next one
+                staging.leave(block)
                 if progress:
                     progress(
                         f"{recipe.method} {recipe.amount}: block {index + 1}/{len(blocks)} "
                         f"pruned ({len(linears)} linears)"
                     )
     finally:
+        staging.restore()
         model.train(was_training)
     return PruneStats(recipe=recipe, layers=layers, total=zeros / max(total, 1))
 
@@ -627,13 +723,16 @@ def prune_checkpoint(
 
     out = Path(out)
     inspect_output(out, force=force)
+    device = resolve_device(device)
     say = progress or (lambda _msg: None)
-    loaded = load_model(spec, dtype=PRUNE_DTYPE, device=device, trust_remote_code=trust_remote_code, progress=say)
+    # The model stays on the CPU and one decoder block at a time visits ``device`` (prune_model),
+    # so a model larger than the device prunes too; the result is the same as all on the device.
+    loaded = load_model(spec, dtype=PRUNE_DTYPE, device="cpu", trust_remote_code=trust_remote_code, progress=say)
     ids = calibration_batch(loaded.tokenizer, calibration) if recipe.method != "magnitude" else None
     say(f"pruning {spec.raw} with {recipe.spec}"
-        + (f" on {ids.shape[0]}x{ids.shape[1]} calibration tokens ({','.join(calibration.langs)})" if ids is not None else ""))
-    stats = prune_model(loaded.model, recipe, ids, progress=say)
-    device = resolve_device(device)
+        + (f" on {ids.shape[0]}x{ids.shape[1]} calibration tokens ({','.join(calibration.langs)})" if ids is not None else "")
+        + ("" if device == "cpu" else f", one decoder block at a time on {device}"))
+    stats = prune_model(loaded.model, recipe, ids, device=device, progress=say)
     manifest = {
         "written_by": "python -m illusion prune", "version": MARKER_VERSION, "base": spec.raw,
         "base_fingerprint": loaded.fingerprint, "recipe": recipe.spec,

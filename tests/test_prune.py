@@ -549,3 +549,74 @@ def test_the_pruned_cache_holds_the_checkpoint_and_its_recipe_and_no_staging(tin
     assert marker["recipe"] == "magnitude:0.5" and marker["complete"]
     assert sorted(p.name for p in target.iterdir()) == sorted([*marker["files"], "illusion-prune.json"])
     assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, target.name + ".lock"])
+
+
+# ----------------------------------------------------------------------------- block at a time
+
+
+@pytest.mark.parametrize("spec", ["magnitude:0.5", "wanda:0.5", "sparsegpt:0.5", "sparsegpt:2:4"])
+def test_block_at_a_time_gives_bit_identical_weights(spec):
+    """The staged path (model kept where it is, one block at a time moved to ``device``) against
+    pruning in place. On this CPU-only test both devices are the CPU, so the moves are no-ops:
+    it proves the staged path captures, calibrates and prunes exactly as the in-place one, not
+    that a GPU gives the same bits (that needs a GPU run)."""
+    in_place, staged = tiny_llama(tie=False), tiny_llama(tie=False)
+    prune_model(in_place, parse_recipe(spec), token_batch())
+    stats = prune_model(staged, parse_recipe(spec), token_batch(), device="cpu")
+    reference = in_place.state_dict()
+    assert all(torch.equal(reference[name], value) for name, value in staged.state_dict().items())
+    assert {p.device.type for p in staged.parameters()} == {"cpu"} and len(stats.layers) == 14
+
+
+def test_one_block_at_a_time_visits_the_device_and_goes_back(monkeypatch):
+    import illusion.prune as prune
+
+    model, events = tiny_llama(), []
+    names = {id(model): "outside", **{id(b): f"block {i}" for i, b in enumerate(model.model.layers)}}
+
+    def move(module, device):
+        if names[id(module)] == "outside":  # the blocks are detached while the rest moves
+            assert len(module.model.layers) == 0
+        events.append(f"{names[id(module)]} -> {device}")
+        module.to(device)
+
+    class Watched(prune._Wanda):
+        def prune(self, recipe):
+            events.append(f"prune {self.layer.weight.device}")
+            return super().prune(recipe)
+
+    monkeypatch.setattr(prune, "_move", move)
+    monkeypatch.setitem(prune._PRUNERS, "wanda", Watched)
+    prune_model(model, parse_recipe("wanda:0.5"), token_batch(), device="cpu")
+    per_block = lambda i: [f"block {i} -> cpu", *["prune cpu"] * 7, f"block {i} -> cpu"]  # noqa: E731
+    assert events == ["outside -> cpu", "outside -> cpu", *per_block(0), *per_block(1)]
+
+
+def test_a_failure_midway_puts_the_block_back(monkeypatch):
+    import illusion.prune as prune
+
+    model, moved = tiny_llama(), []
+    monkeypatch.setattr(prune, "_move", lambda module, device: moved.append(module))
+
+    def fail(*_args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(prune, "_verify", fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        prune_model(model, parse_recipe("magnitude:0.5"), None, device="cpu")
+    block0 = model.model.layers[0]
+    assert moved == [model, model, block0, block0]  # outside there and back; block 0 there and back
+
+
+def test_blocks_offloaded_by_accelerate_are_refused_with_the_way_out(tmp_path):
+    from accelerate import dispatch_model
+
+    model = tiny_llama()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+                  "model.layers.1": "disk", "model.norm": "cpu", "lm_head": "cpu"}
+    model = dispatch_model(model, device_map=device_map, offload_dir=str(tmp_path))
+    with pytest.raises(ModelError, match=r"model\.layers\.1: its weights are offloaded.*--device cuda"):
+        prune_model(model, parse_recipe("magnitude:0.5"), None, device="cpu")
+    block0 = model.model.layers[0]
+    assert all(torch.equal(p, before[f"model.layers.0.{n}"]) for n, p in block0.named_parameters())
