@@ -620,3 +620,23 @@ def test_blocks_offloaded_by_accelerate_are_refused_with_the_way_out(tmp_path):
         prune_model(model, parse_recipe("magnitude:0.5"), None, device="cpu")
     block0 = model.model.layers[0]
     assert all(torch.equal(p, before[f"model.layers.0.{n}"]) for n, p in block0.named_parameters())
+
+
+def test_a_model_dispatched_by_accelerate_is_pruned_where_its_blocks_are(monkeypatch):
+    """accelerate's hooks place each block (here all on the CPU, hooks forced): nothing is moved,
+    and the weights equal those of pruning the plain model."""
+    from accelerate import dispatch_model
+
+    import illusion.prune as prune
+
+    plain, dispatched = tiny_llama(tie=False), tiny_llama(tie=False)
+    names = ("model.embed_tokens", "model.rotary_emb", "model.layers.0", "model.layers.1", "model.norm", "lm_head")
+    dispatched = dispatch_model(dispatched, device_map=dict.fromkeys(names, "cpu"), force_hooks=True)
+    assert dispatched.hf_device_map and hasattr(dispatched.model.layers[0], "_hf_hook")
+    moves = []
+    monkeypatch.setattr(prune, "_move", lambda module, device: moves.append(module))
+    prune_model(plain, parse_recipe("sparsegpt:0.5"), token_batch())
+    prune_model(dispatched, parse_recipe("sparsegpt:0.5"), token_batch(), device="cpu")
+    assert moves == []
+    reference = plain.state_dict()
+    assert all(torch.equal(reference[name], value) for name, value in dispatched.state_dict().items())
