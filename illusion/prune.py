@@ -65,7 +65,8 @@ class PruneRecipe:
     """What to prune and how much. Exactly one of ``sparsity`` or ``n``/``m`` is set."""
 
     method: Method
-    sparsity: float | None = None  # unstructured: fraction of each output row zeroed, 0 < s < 1
+    sparsity: float | None = None  # unstructured, 0 < s < 1: fraction zeroed in each output row
+    # (magnitude, Wanda) or in each block of 128 input columns, all rows together (SparseGPT)
     n: int | None = None  # N:M semi-structured: n zeros in each group of m consecutive inputs
     m: int | None = None
 
@@ -205,6 +206,24 @@ def _nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return _lowest(score.reshape(-1, m), n).reshape(rows, cols)
 
 
+def sparsegpt_block_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Bool mask of the k = floor(rows * cols * sparsity) lowest scores of a whole [rows, cols]
+    block, all rows together.
+
+    SparseGPT's unstructured rule (IST-DASLab ``fasterprune``: one threshold per block of 128
+    columns over every row). The reference takes ``thresh = sort(flat)[k]`` and prunes
+    ``score <= thresh``, which zeroes k + 1 weights (more on ties at the threshold). We take
+    exactly the k lowest instead, so the sparsity is exact: a stable sort of the row-major
+    flattening, so among equal scores the lower row, then the lower column, is pruned first.
+    Without ties this is the reference's mask minus its one threshold weight.
+    """
+    k = int(score.numel() * sparsity)
+    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
+    if k > 0:
+        mask[torch.sort(score.flatten(), stable=True)[1][:k]] = True
+    return mask.reshape(score.shape)
+
+
 def _mask(score: torch.Tensor, recipe: PruneRecipe) -> torch.Tensor:
     if recipe.structured:
         return _nm_mask(score, recipe.n, recipe.m)
@@ -290,9 +309,9 @@ class _SparseGPT(_Magnitude):
             W1, Hinv1, mask1 = W[i1:i2], Hinv[i1:i2, i1:i2], mask[i1:i2]  # views, updated in place
             d = torch.diag(Hinv1).unsqueeze(1)
             Err1 = torch.zeros_like(W1)
-            if not recipe.structured:  # per row quota, so each row ends with floor(cols*s) zeros
-                k = int(i2 * recipe.sparsity) - int(i1 * recipe.sparsity)
-                mask1.copy_(_lowest((W1.square() / d.square()).t(), k).t())
+            if not recipe.structured:  # one threshold over the whole block, as in the reference
+                score = (W1.square() / d.square()).t()  # [rows, i2 - i1], the reference's layout
+                mask1.copy_(sparsegpt_block_mask(score, recipe.sparsity).t())
             scale = mask1 / d  # err = (w - q) / d: w / d where pruned, 0 where kept
             for i in range(i2 - i1):
                 if recipe.structured and i % m == 0:
@@ -342,17 +361,41 @@ def _check_divisible(linears: dict[str, nn.Linear | Matrix], recipe: PruneRecipe
             )
 
 
+def sparsegpt_block_quota(mask: torch.Tensor, sparsity: float) -> list[tuple[int, int, int]]:
+    """(first column, pruned, required) for each SparseGPT block of an unstructured [rows, cols]
+    mask: blocks of 128 columns (the last may be shorter), each with floor(rows * width * S)."""
+    rows, cols = mask.shape
+    return [
+        (i1, int(mask[:, i1 : i1 + _SPARSEGPT_BLOCKSIZE].sum()),
+         int(rows * min(_SPARSEGPT_BLOCKSIZE, cols - i1) * sparsity))
+        for i1 in range(0, cols, _SPARSEGPT_BLOCKSIZE)
+    ]
+
+
 def _verify(name: str, weight: torch.Tensor, mask: torch.Tensor, recipe: PruneRecipe) -> float:
-    """Check the mask has exactly the target count and its weights are zero; return sparsity."""
-    if recipe.structured:
-        counts, want = mask.reshape(-1, recipe.m).sum(1), recipe.n
+    """Check the mask has exactly the target count and its weights are zero; return sparsity.
+
+    The count is per group for N:M, per block of 128 columns for unstructured SparseGPT (its mask
+    rule), and per row for unstructured magnitude and Wanda.
+    """
+    if recipe.method == "sparsegpt" and not recipe.structured:
+        wrong = [q for q in sparsegpt_block_quota(mask, recipe.sparsity) if q[1] != q[2]]
+        if wrong:
+            i1, got, want = wrong[0]
+            raise RuntimeError(
+                f"bug in illusion.prune: {name} prunes {got} weights in the SparseGPT block of "
+                f"columns {i1}..{min(i1 + _SPARSEGPT_BLOCKSIZE, mask.shape[1]) - 1}, want exactly {want}"
+            )
     else:
-        counts, want = mask.sum(1), int(mask.shape[1] * recipe.sparsity)
-    if not bool((counts == want).all()):
-        raise RuntimeError(
-            f"bug in illusion.prune: {name} prunes {int(counts.min())}..{int(counts.max())} "
-            f"weights per {'group' if recipe.structured else 'row'}, want exactly {want}"
-        )
+        if recipe.structured:
+            counts, want = mask.reshape(-1, recipe.m).sum(1), recipe.n
+        else:
+            counts, want = mask.sum(1), int(mask.shape[1] * recipe.sparsity)
+        if not bool((counts == want).all()):
+            raise RuntimeError(
+                f"bug in illusion.prune: {name} prunes {int(counts.min())}..{int(counts.max())} "
+                f"weights per {'group' if recipe.structured else 'row'}, want exactly {want}"
+            )
     if bool(weight[mask].any()):
         raise RuntimeError(f"bug in illusion.prune: {name} has non-zero weights under its mask")
     return float((weight == 0).float().mean())
@@ -514,11 +557,99 @@ def _check_coverage(scopes: list[BlockScope], layers: dict[str, float]) -> None:
         )
 
 
+class _Staging:
+    """Where each decoder block is pruned, for a model that stays where it is.
+
+    With a pruning ``device``, the model stays in its memory (usually the CPU: a 70B model need
+    not fit the device) and moves to ``device`` one piece at a time, as the Wanda and SparseGPT
+    reference code do for 65B-70B models: everything outside the decoder blocks (embeddings,
+    rotary tables, final norm, head) while the first block's inputs are captured, so those inputs
+    are computed on ``device`` exactly as if the whole model were there; then each block in turn,
+    calibrated and pruned there, and moved back before the next. Without a ``device``, or for a
+    model dispatched by accelerate (``hf_device_map``: its hooks place each block), every block is
+    pruned where its weights are.
+    """
+
+    def __init__(self, model: nn.Module, prefix: str, blocks: nn.ModuleList, device) -> None:
+        self.model, self.blocks = model, blocks
+        parent, _, self.attr = prefix.rpartition(".")
+        self.parent = model.get_submodule(parent)
+        self.device = None if device is None else torch.device(device)
+        self.home: dict[int, torch.device] = {}  # id(module) -> device it came from
+        if getattr(model, "hf_device_map", None):
+            self.device = None  # accelerate placed the blocks; its hooks move the activations
+            for i, block in enumerate(blocks):
+                if any(p.device.type == "meta" for p in block.parameters()):
+                    raise ModelError(
+                        f"{prefix}.{i}: its weights are offloaded by accelerate's device_map (cpu or "
+                        "disk offload keeps them outside the module), so pruning in place cannot change "
+                        "them; load the model without a device_map (on the CPU) and give the pruning "
+                        "device instead (python -m illusion prune --device cuda moves one decoder block "
+                        "at a time to it)"
+                    )
+        elif self.device is not None:
+            devices = {p.device for p in model.parameters()}
+            if len(devices) > 1:
+                raise ModelError(
+                    f"{type(model).__name__}: its weights are on {', '.join(sorted(map(str, devices)))}; "
+                    f"to prune on {self.device}, load it on one device (the CPU) or with an accelerate device_map"
+                )
+
+    def _place(self, module: nn.Module, device: torch.device) -> None:
+        self.home.setdefault(id(module), next(module.parameters()).device)
+        _move(module, device)
+
+    def _return(self, module: nn.Module) -> None:
+        home = self.home.pop(id(module), None)
+        if home is not None:
+            _move(module, home)
+            if self.device is not None and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def outside_on_device(self) -> None:
+        """Move everything but the decoder blocks to the pruning device (for the capture)."""
+        if self.device is not None:
+            blocks = getattr(self.parent, self.attr)
+            setattr(self.parent, self.attr, nn.ModuleList())  # detached, so .to() leaves them
+            try:
+                self._place(self.model, self.device)
+            finally:
+                setattr(self.parent, self.attr, blocks)
+
+    def outside_home(self) -> None:
+        if id(self.model) in self.home:
+            blocks = getattr(self.parent, self.attr)
+            setattr(self.parent, self.attr, nn.ModuleList())
+            try:
+                self._return(self.model)
+            finally:
+                setattr(self.parent, self.attr, blocks)
+
+    def enter(self, block: nn.Module) -> None:
+        if self.device is not None:
+            self._place(block, self.device)
+
+    def leave(self, block: nn.Module) -> None:
+        self._return(block)
+
+    def restore(self) -> None:
+        """Put back whatever is still on the pruning device (after an error midway)."""
+        for block in self.blocks:
+            self.leave(block)
+        self.outside_home()
+
+
+def _move(module: nn.Module, device: torch.device) -> None:
+    """``module.to(device)``, in one place so that tests can watch the moves."""
+    module.to(device)
+
+
 def prune_model(
     model: nn.Module,
     recipe: PruneRecipe,
     calibration: torch.Tensor | None,
     *,
+    device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PruneStats:
     """Prune the in-scope matrices of ``model``'s decoder blocks in place, block by block.
@@ -526,9 +657,11 @@ def prune_model(
     The scope (``illusion.scope``) is every attention and MLP/expert projection of the blocks;
     each expert of an MoE is pruned as its own layers, calibrated on the tokens its router sends it.
     ``calibration`` holds token ids [samples, seqlen] (see ``calibration_batch``); magnitude
-    ignores it. ``progress`` gets one line per block.
+    ignores it. ``device``: where to compute; the model stays where it is and one decoder block
+    at a time moves there and back (see ``_Staging``); None prunes each block where it is.
+    ``progress`` gets one line per block.
     """
-    _prefix, blocks, scopes = model_scope(model)
+    prefix, blocks, scopes = model_scope(model)
     _check_divisible({matrix.name: matrix for scope in scopes for matrix in scope.matrices}, recipe)
     calibrated = recipe.method != "magnitude"
     if calibrated and (
@@ -541,25 +674,31 @@ def prune_model(
             f"{recipe.spec}: {recipe.method} needs calibration token ids, a LongTensor "
             "[samples, seqlen]; build one with calibration_batch(tokenizer, CalibrationConfig())"
         )
+    staging = _Staging(model, prefix, blocks, device)
     was_training = model.training
     model.eval()
     layers: dict[str, float] = {}
     uncalibrated: list[str] = []
     try:
         with torch.no_grad():
+            staging.outside_on_device()
             captured = _capture_inputs(model, blocks[0], calibration) if calibrated else None
+            staging.outside_home()
             for index, (block, scope) in enumerate(zip(blocks, scopes)):
+                staging.enter(block)
                 block_layers, block_uncalibrated = _prune_block(block, scope, recipe, captured)
                 layers.update(block_layers)
                 uncalibrated += block_uncalibrated
                 if calibrated and index + 1 < len(blocks):
                     captured = _run_block(block, captured)  # pruned block feeds the next one
+                staging.leave(block)
                 if progress:
                     progress(
                         f"{recipe.method} {recipe.amount}: block {index + 1}/{len(blocks)} "
                         f"pruned ({len(scope.matrices)} matrices)"
                     )
     finally:
+        staging.restore()
         model.train(was_training)
     _check_coverage(scopes, layers)
     matrices = [matrix for scope in scopes for matrix in scope.matrices]
@@ -576,7 +715,7 @@ def prune_model(
 # ----------------------------------------------------------------------------- checkpoints
 
 # Bumped whenever pruning changes numerically, so cached pruned checkpoints are not reused.
-PRUNE_VERSION = 2  # 2: MoE experts and GPT-2's Conv1D are pruned (version 1 left experts dense)
+PRUNE_VERSION = 3  # 2: MoE experts and Conv1D pruned; 3: SparseGPT's mask is one threshold per 128-column block
 # The dtype pruning runs in: weights load in float32, statistics accumulate in float32.
 PRUNE_DTYPE = "float32"
 # Written into every checkpoint this module writes: the recipe, and the files it wrote (checkpoint.py).
@@ -642,13 +781,16 @@ def prune_checkpoint(
 
     out = Path(out)
     inspect_output(out, force=force)
+    device = resolve_device(device)
     say = progress or (lambda _msg: None)
-    loaded = load_model(spec, dtype=PRUNE_DTYPE, device=device, trust_remote_code=trust_remote_code, progress=say)
+    # The model stays on the CPU and one decoder block at a time visits ``device`` (prune_model),
+    # so a model larger than the device prunes too; the result is the same as all on the device.
+    loaded = load_model(spec, dtype=PRUNE_DTYPE, device="cpu", trust_remote_code=trust_remote_code, progress=say)
     ids = calibration_batch(loaded.tokenizer, calibration) if recipe.method != "magnitude" else None
     say(f"pruning {spec.raw} with {recipe.spec}"
-        + (f" on {ids.shape[0]}x{ids.shape[1]} calibration tokens ({','.join(calibration.langs)})" if ids is not None else ""))
-    stats = prune_model(loaded.model, recipe, ids, progress=say)
-    device = resolve_device(device)
+        + (f" on {ids.shape[0]}x{ids.shape[1]} calibration tokens ({','.join(calibration.langs)})" if ids is not None else "")
+        + ("" if device == "cpu" else f", one decoder block at a time on {device}"))
+    stats = prune_model(loaded.model, recipe, ids, device=device, progress=say)
     manifest = {
         "written_by": "python -m illusion prune", "version": MARKER_VERSION, "base": spec.raw,
         "base_fingerprint": loaded.fingerprint, "recipe": recipe.spec,

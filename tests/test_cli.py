@@ -330,3 +330,28 @@ def pytest_configure(config):
     result = pytester.runpytest("-p", "no:cacheprovider")
     assert result.ret == exit_code, result.stdout.str()
     assert ("the user's illusion cache changed while the tests ran" in result.stdout.str()) == bool(exit_code)
+
+
+def test_prune_on_cuda_keeps_the_model_on_the_cpu_and_prunes_block_by_block(tiny_dir, tmp_path, monkeypatch, capsys):
+    """Wiring only (no GPU here): ``prune --device cuda`` loads the model on the CPU and hands
+    ``cuda`` to prune_model, which moves one decoder block at a time (tests/test_prune.py covers
+    that path; here it runs with device cpu)."""
+    import torch
+
+    import illusion.prune
+    from illusion.__main__ import main
+
+    real, calls = illusion.prune.prune_model, []
+
+    def on_cpu(model, recipe, calibration, *, device=None, progress=None):
+        calls.append(({p.device.type for p in model.parameters()}, device))
+        return real(model, recipe, calibration, device="cpu", progress=progress)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(illusion.prune, "prune_model", on_cpu)
+    out = tmp_path / "pruned"
+    assert main(["prune", "--model", str(tiny_dir), "--method", "magnitude", "--sparsity", "0.5",
+                 "--out", str(out), "--device", "cuda"]) == 0
+    assert calls == [({"cpu"}, "cuda")]
+    assert "one decoder block at a time on cuda" in capsys.readouterr().err
+    assert json.loads((out / "illusion-prune.json").read_text())["device"] == "cuda"
