@@ -292,24 +292,89 @@ def load_model(
         (progress or _warn)(builtin_instead_of_remote_code(spec, directory, remote))
     elif not remote:
         _check_architecture(spec, directory)
+    method = quantization_method(spec, directory)
     _check_safetensors(spec, directory)
     if progress:
         progress(f"loading {spec.raw} ({dtype}, {device})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            directory, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+        model, info = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True,
+            output_loading_info=True,
         )
     except Exception as exc:  # transformers, safetensors and tokenizers raise many kinds: one message
+        if method is not None:
+            raise quantization_error(spec, directory, method, exc) from None
         hint = ("; the repository ships its own code (auto_map), which the built-in implementation may not match: "
                 "if you trust it, pass --illusion-trust-remote-code") if remote and not trust_remote_code else ""
         raise ModelError(f"model spec {spec.raw!r}: cannot load {directory} ({type(exc).__name__}: {exc}); check "
                          f"that it is a complete Hugging Face checkpoint (config.json, *.safetensors, tokenizer "
                          f"files){hint}") from None
+    _check_loaded_weights(spec, directory, info)
     model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(spec, model, tokenizer, fingerprint(spec), dtype, device)
+
+
+COMPRESSED_INSTALL = "pip install 'benchmark-illusion[compressed]'"
+_NEEDS_DEVICE = re.compile(r"\b(GPU|CUDA|cuda|XPU|xpu|accelerator)\b")
+
+
+def quantization_method(spec: ModelSpec, directory: Path) -> str | None:
+    """The ``quant_method`` of a checkpoint's ``quantization_config`` (None for a dense one).
+
+    transformers skips a method it does not know with a warning and loads the weights as if dense:
+    the packed tensors are then unread and the layers random. That is refused here, by name.
+    """
+    from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
+
+    quant = read_config(directory).get("quantization_config")
+    if quant is None:
+        return None
+    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    if not isinstance(method, str):
+        raise ModelError(f"model spec {spec.raw!r}: {directory / 'config.json'} has a quantization_config without a "
+                         "quant_method; the checkpoint is incomplete: quantize or download it again")
+    if method not in AUTO_QUANTIZATION_CONFIG_MAPPING and method != "bitsandbytes":
+        import transformers
+
+        raise ModelError(f"model spec {spec.raw!r}: {directory / 'config.json'} has quantization_config quant_method "
+                         f"{method!r}, which transformers {transformers.__version__} does not know (it would load the "
+                         "layers unquantized and random); upgrade transformers, or give the dense checkpoint")
+    return method
+
+
+def quantization_error(spec: ModelSpec, directory: Path, method: str, exc: Exception) -> ModelError:
+    """One message for a quantized checkpoint transformers cannot load here: what it needs (the
+    package, or a GPU) as transformers says it, and the way out."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        needs = f"the Python package {exc.name.split('.')[0]!r}"
+    elif isinstance(exc, ImportError):
+        needs = "a Python package that is not installed"
+    elif _NEEDS_DEVICE.search(str(exc)):
+        needs = "a GPU (or accelerator) this machine does not have"
+    else:
+        needs = None
+    head = f"model spec {spec.raw!r}: {directory / 'config.json'} is quantized with quant_method {method!r}"
+    if needs is None:
+        return ModelError(f"{head}, and transformers cannot load it ({type(exc).__name__}: {reason}); check that the "
+                          "checkpoint is complete, or give the dense checkpoint")
+    install = f"; for compressed-tensors checkpoints: {COMPRESSED_INSTALL}" if method == "compressed-tensors" else ""
+    return ModelError(f"{head}, which needs {needs} to load: {reason}. Install what it names{install}, or run where "
+                      "it can load (--illusion-device cuda on a GPU machine), or give the dense checkpoint")
+
+
+def _check_loaded_weights(spec: ModelSpec, directory: Path, info: dict) -> None:
+    """Weights the model needs that the checkpoint lacks would be initialised at random (transformers
+    only warns): a model half random is never what the user meant to test."""
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ModelError(f"model spec {spec.raw!r}: {directory} lacks weights the model needs ({shown}); they would be "
+                         "random. The checkpoint is incomplete, or its weights are stored in a layout (a quantization) "
+                         "that config.json does not declare: save or download it again")
 
 
 def read_config(directory: Path) -> dict:
