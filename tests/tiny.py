@@ -67,9 +67,11 @@ def item(id: str, lang: str, question: str, answer: str, distractors, aliases=()
             "distractors": list(distractors), "type": "entity"}
 
 
-def write_gguf(model_dir: Path, path: Path) -> Path:
-    """A float32 GGUF of a tiny Llama checkpoint, laid out as llama.cpp's converter writes one
-    (GGUF tensor names, q/k rows permuted, the byte-level BPE vocabulary as ``gpt2``)."""
+def write_gguf(model_dir: Path, path: Path, qtype: str = "F32") -> Path:
+    """A GGUF of a tiny Llama checkpoint, laid out as llama.cpp's converter writes one (GGUF tensor
+    names, q/k rows permuted, the byte-level BPE vocabulary as ``gpt2``). ``qtype`` (F32, Q8_0, Q4_0,
+    Q4_1, Q5_0, Q5_1: what the ``gguf`` package can quantize) is applied to the matrices, with
+    norms kept in float32, as llama.cpp's quantize does."""
     import gguf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -88,7 +90,8 @@ def write_gguf(model_dir: Path, path: Path) -> Path:
                               else config.rope_theta)
     writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
     writer.add_vocab_size(config.vocab_size)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    quant = gguf.GGMLQuantizationType[qtype]
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if qtype == "F32" else gguf.LlamaFileType[f"MOSTLY_{qtype}"])
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda pair: pair[1])
     special = set(tokenizer.all_special_tokens)
     writer.add_tokenizer_model("gpt2")
@@ -110,7 +113,11 @@ def write_gguf(model_dir: Path, path: Path) -> Path:
             if f".{projection}." in name:  # llama.cpp's permutation, which the GGUF loader undoes
                 data = data.reshape(n_head, 2, data.shape[0] // n_head // 2, *data.shape[1:]).swapaxes(1, 2)
                 data = data.reshape(tensor.shape)
-        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), data)
+        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if data.ndim == 2 and qtype != "F32":
+            writer.add_tensor(gguf_name, gguf.quants.quantize(data, quant), raw_dtype=quant)
+        else:
+            writer.add_tensor(gguf_name, data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
