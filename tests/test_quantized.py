@@ -25,7 +25,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from illusion.data import Item
 from illusion.errors import ModelError
 from illusion.models import directory_fingerprint, load_model, parse_spec
-from illusion.probe import ProbeConfig, build_prompt, continuation_ids, encode_prompt, probe, resolve_format
+from illusion.engine.text import build_prompt, continuation_ids, encode_prompt, resolve_format
+from illusion.probes import ProbeConfig, probe
 from tiny import WORDS, build_model_dir, item, write_gguf, write_items
 
 ROOT = Path(__file__).resolve().parent.parent
