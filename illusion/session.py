@@ -316,8 +316,11 @@ class IllusionSession:
         probe_key = {**self.config.probe_config.key(), "recovery_probes": RECOVERY_VERSION if recovered else False}
         # In float32 the batch shape changes no verdict, rank or output (tests/test_batch_invariance.py); in bf16/fp16 it does.
         batch_size = None if dtype == "float32" else self.config.batch_size
+        # Logits from the model's own lm_head at its dtype: bf16/fp16 results of the old float32 head differ.
+        head = None if dtype == "float32" else "model"
         return model_key, config_hash(probe_key, dtype=dtype, device=device, seed=self.config.seed,
-                                      trust_remote_code=self.config.trust_remote_code, batch_size=batch_size)
+                                      trust_remote_code=self.config.trust_remote_code, batch_size=batch_size,
+                                      head=head)
 
     @cached_property
     def _device_dtype(self) -> tuple[str, str]:

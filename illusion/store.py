@@ -42,12 +42,14 @@ CREATE TABLE IF NOT EXISTS results (
 
 
 def config_hash(probe_key: dict, *, dtype: str, device: str, seed: int, trust_remote_code: bool = False,
-                batch_size: int | None = None) -> str:
+                batch_size: int | None = None, head: str | None = None) -> str:
     """Hash of everything besides weights and item that decides a result.
 
     ``trust_remote_code``: the repository's own model class, not the built-in one. ``batch_size``:
-    give it where the batch shape changes numbers (bf16/fp16), else None. Each enters the key only
-    when set, so the hashes of the default configuration stay what they were.
+    give it where the batch shape changes numbers (bf16/fp16), else None. ``head``: how logits are
+    computed, where that changes numbers (bf16/fp16: the model's own lm_head at its dtype since the
+    engine split, a float32 copy before). Each enters the key only when set, so the hashes of the
+    default configuration stay what they were.
     """
     import torch
     import transformers
@@ -56,6 +58,8 @@ def config_hash(probe_key: dict, *, dtype: str, device: str, seed: int, trust_re
            "torch": torch.__version__, "transformers": transformers.__version__, "schema": SCHEMA_VERSION}
     if trust_remote_code:
         key["trust_remote_code"] = True
+    if head is not None:
+        key["head"] = head
     if batch_size is not None:
         key["batch_size"] = batch_size
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

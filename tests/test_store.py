@@ -440,3 +440,19 @@ def test_config_hash_keys_remote_code_and_batch_size_when_given():
     assert config_hash(KEY, dtype="float32", device="cpu", seed=0, trust_remote_code=True) != base
     half = [config_hash(KEY, dtype="bfloat16", device="cpu", seed=0, batch_size=size) for size in (8, 16, None)]
     assert len(set(half)) == 3
+
+
+def test_half_precision_results_of_the_old_float32_head_are_not_served():
+    """Since the engine computes logits with the model's own lm_head, bf16/fp16 numbers differ from
+    the old float32 head's: their store key says so; float32 keys stay as they were."""
+    from illusion.session import IllusionSession, RunConfig
+
+    def key(dtype: str) -> str:
+        session = IllusionSession(RunConfig(dtype=dtype, device="cpu", use_store=False))
+        return session._compute_store_keys("reference", False)[1]
+
+    old_bf16 = config_hash({**RunConfig().probe_config.key(), "recovery_probes": False}, dtype="bfloat16",
+                           device="cpu", seed=0, batch_size=64)
+    assert key("bfloat16") != old_bf16
+    assert key("float32") == config_hash({**RunConfig().probe_config.key(), "recovery_probes": False},
+                                         dtype="float32", device="cpu", seed=0)
