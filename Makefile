@@ -27,7 +27,7 @@ chromium:
 	echo "chromium is missing and could not be installed; the report.html tests will fail" >&2
 
 test: $(VENV)/.installed chromium
-	$(PY) -m pytest tests -n 2 -q --durations=12
+	$(PY) -m pytest tests -n 2 --dist worksteal -q --durations=12
 
 # Exit 0 when the suite ran (illusion failures are findings, not errors); non-zero on errors.
 demo: $(VENV)/.installed

@@ -45,6 +45,16 @@ def pytest_configure(config: pytest.Config) -> None:
                                       "illusion-user-cache-guard")
 
 
+# The longest test (the make-demo run, most of `make test`'s wall time) starts first, so that under
+# xdist (--dist worksteal, Makefile) the other worker runs everything else meanwhile, instead of
+# waiting for it at the end.
+LONGEST_FIRST = ("test_make_demo_report_in_chromium",)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    items.sort(key=lambda item: getattr(item, "originalname", item.name) not in LONGEST_FIRST)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_home(tmp_path_factory):
     """HOME and ILLUSION_CACHE in a temporary directory for the whole session, session fixtures included
