@@ -477,12 +477,14 @@ def _memory_bytes(size: str, text: str) -> int:
     return value
 
 
-def check_placement(device_map: str | None, max_memory: str | None) -> None:
-    """The big-model options together, checked before anything loads."""
-    if max_memory and not check_device_map(device_map):
+def check_placement(device_map: str | None, max_memory: str | None) -> str | None:
+    """The big-model options together, checked before anything loads; returns the device map."""
+    strategy = check_device_map(device_map)
+    if max_memory and not strategy:
         raise ConfigError(f"--illusion-max-memory {max_memory!r} needs --illusion-device-map "
                           f"({', '.join(DEVICE_MAPS)}): without a device map the model loads whole on one device")
     parse_max_memory(max_memory)
+    return strategy
 
 
 def _check_gpus(budget: dict[int | str, int] | None) -> None:
@@ -548,8 +550,7 @@ def load_model(
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    check_placement(device_map, max_memory)
-    device_map, budget = check_device_map(device_map), parse_max_memory(max_memory)
+    device_map, budget = check_placement(device_map, max_memory), parse_max_memory(max_memory)
     _check_gpus(budget)
     directory = converted_gguf_dir(spec, progress) if spec.kind in ("builtin", "gguf") else _local_dir(spec)
     if not any(directory.glob("*.safetensors")):

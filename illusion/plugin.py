@@ -41,6 +41,10 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "max-illusion-rate": (float, None, "fail a language whose illusion rate exceeds this (0..1)"),
     "device": (str, "auto", "auto, cpu, cuda or cuda:N"),
     "dtype": (str, "auto", "auto (bf16 where fast, else fp32), float32, bfloat16 or float16"),
+    "device-map": (str, None, "auto, balanced or sequential: load through accelerate's big-model inference, "
+                              "sharded over GPUs and offloaded to CPU or disk (default: whole, on --illusion-device)"),
+    "max-memory": (str, None, "per-device budget for --illusion-device-map, e.g. 0=70GiB,1=70GiB,cpu=200GiB "
+                              "(the rest goes to disk under the illusion cache)"),
     "batch-size": (int, 64, "questions per forward pass (in float32 no verdict, rank or output depends on it; "
                                "in bf16/fp16 numbers may, so it is part of the results-store key there)"),
     "seed": (int, 0, "seed for the subset choice and sampling probes"),
@@ -150,6 +154,10 @@ def run_config(config: pytest.Config):
             snapshot_name = check_set_name(snapshot_name)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    from .models import check_placement
+
+    max_memory = _option(config, "max-memory")
+    device_map = check_placement(_option(config, "device-map"), max_memory)
     alpha, max_rate = _option(config, "alpha"), _option(config, "max-illusion-rate")
     from .verdict import check_gate_options
 
@@ -161,6 +169,7 @@ def run_config(config: pytest.Config):
         limit_per_lang=_option(config, "limit-per-lang"), report_dir=_option(config, "report"),
         rank_tolerance=_option(config, "rank-tolerance"), device=_option(config, "device"),
         dtype=_option(config, "dtype"), batch_size=_option(config, "batch-size"), seed=_option(config, "seed"),
+        device_map=device_map, max_memory=max_memory,
         trust_remote_code=bool(trust), prompt_format=prompt_format,
         max_new_tokens=_option(config, "max-new-tokens"),
         calibration_langs=_split_list(calibration_langs, "calibration-langs"),
