@@ -96,7 +96,7 @@ def test_smollm2_offloaded_to_disk_gives_the_in_memory_results(shared_cache, mon
     monkeypatch.setattr(illusion.session, "load_model", watched)
 
     def run(**placement):
-        config = RunConfig(langs=("en",), limit_per_lang=3, device="cpu", dtype="float32", max_new_tokens=12,
+        config = RunConfig(langs=("en",), limit_per_lang=2, device="cpu", dtype="float32", max_new_tokens=8,
                            use_store=False, **placement)
         session = IllusionSession(config)
         session.set_collected(session.items)
