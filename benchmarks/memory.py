@@ -107,6 +107,8 @@ class Phases:
             peak, now = self.used()
             self.rows.append({"phase": self.current, "peak": peak, "end": now,
                               "seconds": round(time.perf_counter() - self.started, 1)})
+            if self.verbose:
+                print(f"phase {self.rows[-1]}", file=sys.stderr, flush=True)
         self.current, self.started = phase, time.perf_counter()
         if self.cuda:
             import torch
