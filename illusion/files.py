@@ -65,6 +65,14 @@ def clear_stale(folder: Path, pattern: re.Pattern, *, name: str | None = None) -
     return removed
 
 
+def owned_dir(root: Path, name: str) -> Path:
+    """A fresh directory ``<root>/<name>.<host>-<pid>.<rand>`` for this process (the caller removes it);
+    those that dead processes left under ``root`` are removed first."""
+    root.mkdir(parents=True, exist_ok=True)
+    clear_stale(root, _STAGED)
+    return Path(tempfile.mkdtemp(prefix=f"{name}.{_owner_tag()}.", dir=root))
+
+
 @contextmanager
 def staging_dir(target: Path, *, inside: bool = False) -> Iterator[Path]:
     """A fresh directory to build ``target`` in: ``<parent>/.illusion-staging/<name>.<host>-<pid>.<rand>``

@@ -17,13 +17,15 @@ import importlib.util
 import json
 import os
 import re
+import shutil
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 from .digests import file_digest
-from .errors import ModelError
-from .files import read_json_or_empty, staging_dir
+from .errors import ConfigError, ModelError
+from .files import owned_dir, read_json_or_empty, staging_dir
 from .paths import cache_root
 
 SpecKind = Literal["builtin", "dir", "gguf", "hub"]
@@ -267,6 +269,115 @@ def worker_device(requested: str, worker: int, gpus: int) -> str:
     return requested
 
 
+# ----------------------------------------------------------------------------- big models
+
+DEVICE_MAPS = ("auto", "balanced", "sequential")  # accelerate's placement strategies
+MEMORY_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_MEMORY_SIZE = re.compile(r"^(?P<number>\d+(?:\.\d*)?)\s*(?P<unit>[KMGT]i?B|B)?$", re.IGNORECASE)
+OFFLOAD_DIR = "offload"  # under the cache: disk-offloaded weights of the models loaded now
+
+
+def check_device_map(text: str | None) -> str | None:
+    """``--illusion-device-map``: one of accelerate's strategies, or None (one device)."""
+    if text is None or not text.strip():
+        return None
+    value = text.strip().lower()
+    if value not in DEVICE_MAPS:
+        raise ConfigError(f"--illusion-device-map {text!r}: choose {', '.join(DEVICE_MAPS)} (or leave it out to "
+                          "load the model whole on --illusion-device)")
+    return value
+
+
+def parse_max_memory(text: str | None) -> dict[int | str, int] | None:
+    """``0=70GiB,1=70GiB,cpu=200GiB`` -> {0: 75161927680, 1: ..., "cpu": ...} in bytes, as accelerate's
+    ``max_memory`` takes it. Keys: a GPU index N (or cuda:N), cpu or disk; sizes: a number of bytes
+    or a number with a unit (KB, MB, GB, TB; KiB, MiB, GiB, TiB), decimal or binary as written."""
+    if text is None or not text.strip():
+        return None
+    budget: dict[int | str, int] = {}
+    for field in text.split(","):
+        key, sep, size = (part.strip() for part in field.partition("="))
+        if not sep or not key or not size:
+            raise ConfigError(f"--illusion-max-memory {text!r}: entry {field.strip()!r} is not DEVICE=SIZE; "
+                              "write e.g. 0=70GiB,1=70GiB,cpu=200GiB")
+        device = _memory_device(key, text)
+        if device in budget:
+            raise ConfigError(f"--illusion-max-memory {text!r}: {key!r} is given twice; give each device once")
+        budget[device] = _memory_bytes(size, text)
+    return budget
+
+
+def _memory_device(key: str, text: str) -> int | str:
+    name = key.lower().removeprefix("cuda:")
+    if name.isdigit():
+        return int(name)
+    if name in ("cpu", "disk"):
+        return name
+    raise ConfigError(f"--illusion-max-memory {text!r}: unknown device {key!r}; use a GPU index (0, 1, ...), "
+                      "cpu or disk")
+
+
+def _memory_bytes(size: str, text: str) -> int:
+    found = _MEMORY_SIZE.match(size)
+    if not found:
+        raise ConfigError(f"--illusion-max-memory {text!r}: size {size!r} is not a number of bytes or a number "
+                          "with a unit (KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 70GiB")
+    value = int(float(found["number"]) * MEMORY_UNITS[(found["unit"] or "B").upper()])
+    if value < 1:
+        raise ConfigError(f"--illusion-max-memory {text!r}: size {size!r} is zero; give each device a budget "
+                          "above 0 or leave the device out")
+    return value
+
+
+def check_placement(device_map: str | None, max_memory: str | None) -> str | None:
+    """The big-model options together, checked before anything loads; returns the device map."""
+    strategy = check_device_map(device_map)
+    if max_memory and not strategy:
+        raise ConfigError(f"--illusion-max-memory {max_memory!r} needs --illusion-device-map "
+                          f"({', '.join(DEVICE_MAPS)}): without a device map the model loads whole on one device")
+    parse_max_memory(max_memory)
+    return strategy
+
+
+def _check_gpus(budget: dict[int | str, int] | None) -> None:
+    """A GPU index the budget names must be visible (CUDA_VISIBLE_DEVICES renumbers them)."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    for device in budget or {}:
+        if isinstance(device, int) and device >= gpus:
+            raise ModelError(f"--illusion-max-memory names GPU {device}, but {gpus} CUDA device"
+                             f"{'s are' if gpus != 1 else ' is'} visible; use indices below {gpus} or cpu/disk")
+
+
+def offload_folder(spec: ModelSpec) -> Path:
+    """A fresh folder for one model's disk-offloaded weights, ``<cache>/offload/<label>.<host>-<pid>.<rand>``;
+    those that killed processes left are removed first."""
+    return owned_dir(cache_root() / OFFLOAD_DIR, spec.label)
+
+
+def main_device(device_map: dict) -> str:
+    """Where a dispatched model takes its inputs: accelerate runs CPU- and disk-offloaded blocks on
+    the first GPU of the map, or on the CPU when the map has none."""
+    for device in device_map.values():
+        if str(device) not in ("cpu", "disk", "meta"):
+            return f"cuda:{device}" if isinstance(device, int) else str(device)
+    return "cpu"
+
+
+def free_memory() -> None:
+    """Give freed models' memory back now: collect reference cycles (modules and hooks refer to
+    each other, so dropping the last reference is not always enough) and empty CUDA's cache."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def load_model(
     spec: ModelSpec,
     *,
@@ -274,13 +385,23 @@ def load_model(
     device: str = "auto",
     trust_remote_code: bool = False,
     progress: Progress | None = None,
+    device_map: str | None = None,
+    max_memory: str | None = None,
 ) -> LoadedModel:
-    """Load a spec as an eval-mode causal LM with its tokenizer; weights only from safetensors."""
+    """Load a spec as an eval-mode causal LM with its tokenizer; weights only from safetensors.
+
+    With ``device_map`` (auto, balanced, sequential) accelerate's big-model inference places the
+    blocks over the GPUs within ``max_memory`` (``0=70GiB,cpu=200GiB``), the rest on the CPU and
+    then on disk, in a folder under the cache that goes when the model is freed. Placement only
+    moves weights: it changes no result (tests/test_big_model.py), so it is not in any cache key.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
+    device_map, budget = check_placement(device_map, max_memory), parse_max_memory(max_memory)
+    _check_gpus(budget)
     directory = converted_gguf_dir(spec, progress) if spec.kind in ("builtin", "gguf") else local_dir(spec)
     if not any(directory.glob("*.safetensors")):
         raise ModelError(
@@ -295,14 +416,19 @@ def load_model(
     method = quantization_method(spec, directory)
     _check_safetensors(spec, directory)
     if progress:
-        progress(f"loading {spec.raw} ({dtype}, {device})")
+        placed = f", device map {device_map}" + (f" within {max_memory}" if max_memory else "") if device_map else ""
+        progress(f"loading {spec.raw} ({dtype}, {device}{placed})")
+    offload = offload_folder(spec) if device_map else None
+    placement = {"device_map": device_map, "max_memory": budget, "offload_folder": str(offload)} if offload else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
         model, info = AutoModelForCausalLM.from_pretrained(
             directory, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True,
-            output_loading_info=True,
+            output_loading_info=True, **placement,
         )
     except Exception as exc:  # transformers, safetensors and tokenizers raise many kinds: one message
+        if offload:
+            shutil.rmtree(offload, ignore_errors=True)
         if method is not None:
             raise quantization_error(spec, directory, method, exc) from None
         hint = ("; the repository ships its own code (auto_map), which the built-in implementation may not match: "
@@ -311,7 +437,12 @@ def load_model(
                          f"that it is a complete Hugging Face checkpoint (config.json, *.safetensors, tokenizer "
                          f"files){hint}") from None
     _check_loaded_weights(spec, directory, info)
-    model.to(device).eval()
+    if offload:
+        weakref.finalize(model, shutil.rmtree, offload, ignore_errors=True)  # freed (or at exit): folder goes too
+        device = main_device(getattr(model, "hf_device_map", None) or {"": device})
+        model.eval()  # placed by accelerate: .to() would undo the offload
+    else:
+        model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(spec, model, tokenizer, fingerprint(spec), dtype, device)

@@ -36,6 +36,10 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "max-illusion-rate": (float, None, "fail a language whose illusion rate exceeds this (0..1)"),
     "device": (str, "auto", "auto, cpu, cuda or cuda:N"),
     "dtype": (str, "auto", "auto (bf16 where fast, else fp32), float32, bfloat16 or float16"),
+    "device-map": (str, None, "auto, balanced or sequential: load through accelerate's big-model inference, "
+                              "sharded over GPUs and offloaded to CPU or disk (default: whole, on --illusion-device)"),
+    "max-memory": (str, None, "per-device budget for --illusion-device-map, e.g. 0=70GiB,1=70GiB,cpu=200GiB "
+                              "(the rest goes to disk under the illusion cache)"),
     "batch-size": (int, 64, "questions per forward pass (in float32 no verdict, rank or output depends on it; "
                                "in bf16/fp16 numbers may, so it is part of the results-store key there)"),
     "seed": (int, 0, "seed for the subset choice and sampling probes"),
@@ -160,6 +164,10 @@ def run_config(config: pytest.Config) -> RunConfig:
             snapshot_name = check_set_name(snapshot_name)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    from .models import check_placement
+
+    max_memory = read_option(config, "max-memory")
+    device_map = check_placement(read_option(config, "device-map"), max_memory)
     alpha, max_rate = read_option(config, "alpha"), read_option(config, "max-illusion-rate")
     from .verdict import check_gate_options
 
@@ -171,6 +179,7 @@ def run_config(config: pytest.Config) -> RunConfig:
         limit_per_lang=read_option(config, "limit-per-lang"), report_dir=read_option(config, "report"),
         rank_tolerance=read_option(config, "rank-tolerance"), device=read_option(config, "device"),
         dtype=read_option(config, "dtype"), batch_size=read_option(config, "batch-size"),
+        device_map=device_map, max_memory=max_memory,
         seed=read_option(config, "seed"),
         trust_remote_code=read_flag(config, "trust-remote-code"), prompt_format=prompt_format,
         max_new_tokens=read_option(config, "max-new-tokens"),

@@ -9,6 +9,11 @@ the results store. A candidate identical to the reference is probed once and use
 
 The second part is the pytest run around it: what an xdist worker takes for itself (its share of
 the cores, its GPU, the run's shared directory), and how a broken run stops once with exit code 4.
+
+One model is resident at a time (a 70B pair would otherwise need twice the memory): the
+reference is probed first and freed before the candidate is pruned or loaded; recovery runs on
+the candidate only. xdist workers probe every block on the reference before any on the candidate,
+so each worker loads each model once.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import pytest
 
 from .data import Item, exemplar_for
 from .errors import ModelError
-from .models import LoadedModel, fingerprint, load_model, parse_spec
+from .models import LoadedModel, fingerprint, free_memory, load_model, parse_spec
 from .paths import cache_root
 from .probes import ProbeConfig, probe, recover, recovery_chunks
 from .results import ItemResult
@@ -49,6 +54,8 @@ class RunConfig:
     rank_tolerance: int = 0
     device: str = "auto"
     dtype: str = "auto"
+    device_map: str | None = None  # auto | balanced | sequential: accelerate's big-model inference
+    max_memory: str | None = None  # e.g. 0=70GiB,cpu=200GiB; placement only, so in no cache key
     batch_size: int = 64
     seed: int = 0
     trust_remote_code: bool = False
@@ -90,6 +97,7 @@ class RunConfig:
             "model": self.model, "reference": self.reference_spec, "prune": self.prune,
             "dataset": self.dataset or "fixtures/qa", "langs": list(self.langs) if self.langs else None,
             "limit_per_lang": self.limit_per_lang, "device": self.device, "dtype": self.dtype,
+            "device_map": self.device_map, "max_memory": self.max_memory,
             "batch_size": self.batch_size, "seed": self.seed, "prompt_format": self.prompt_format,
             "max_new_tokens": self.max_new_tokens, "rank_tolerance": self.rank_tolerance,
             "snapshot_name": self.snapshot_name, "alpha": self.alpha, "max_illusion_rate": self.max_illusion_rate,
@@ -193,7 +201,9 @@ class IllusionSession:
         listed = {it.key for it in ordered}
         ordered += [it for it in self._collected.values() if it.key not in listed]
         self._blocks = work_blocks(ordered, workers=workers)
-        self._run_locked("probe", self._blocks, self._probe, start=self.share.index)
+        if not self.config.candidate_is_reference:  # every reference block first: one model resident at a time
+            self._run_locked("probe-reference", self._blocks, self._probe_reference, start=self.share.index)
+        self._run_locked("probe", self._blocks, self._probe_candidate, start=self.share.index)
         final = self._results["candidate"]
         pending = [it for it in ordered if (final.get(it.key) or self._probed[it.key]).recognition_only]
         chunks, start = [], 0
@@ -223,11 +233,20 @@ class IllusionSession:
                     lock.release()
 
     def _probe(self, items: list[Item], *, quiet_reads: bool = False) -> None:
-        """The reference's results, and the candidate's before recovery: final at once for items
-        that are not recognition-only, the others wait in ``_probed`` for ``_recover``."""
-        final = self._results["candidate"]
+        """The reference's results, then the candidate's before recovery (in this order: the
+        reference is freed before the candidate loads)."""
+        self._probe_reference(items, quiet_reads=quiet_reads)
+        self._probe_candidate(items, quiet_reads=quiet_reads)
+
+    def _probe_reference(self, items: list[Item], *, quiet_reads: bool = False) -> None:
+        """The reference's results (none to compute when the candidate is the reference)."""
         if not self.config.candidate_is_reference:
             self._fill(self._results["reference"], "reference", items, quiet_reads=quiet_reads)
+
+    def _probe_candidate(self, items: list[Item], *, quiet_reads: bool = False) -> None:
+        """The candidate's results before recovery: final at once for items that are not
+        recognition-only, the others wait in ``_probed`` for ``_recover``."""
+        final = self._results["candidate"]
         self._read(final, "candidate", [it for it in items if it.key not in final], recovered=True,
                    quiet=quiet_reads)
         todo = [it for it in items if it.key not in final]
@@ -331,22 +350,36 @@ class IllusionSession:
         return device, resolve_dtype(self.config.dtype, device)
 
     def _model(self, side: str) -> LoadedModel:
-        """A side's model, loaded once. A load that failed is not retried: every later test that
-        asks gets the same error at once (the plugin stops the run on the first)."""
+        """A side's model, loaded on first need after the other side's is freed (one model
+        resident at a time, pruning included). A load that failed is not retried: every later test
+        that asks gets the same error at once (the plugin stops the run on the first)."""
         if side in self._load_errors:
             raise self._load_errors[side]
         if side not in self._models:
+            self.release()
             try:
                 if side == "candidate" and self.config.prune:
                     spec = parse_spec(str(self._pruned_dir()))
+                    free_memory()  # the pruning run's model, before the pruned one loads
                 else:
                     spec = parse_spec(self.config.model if side == "candidate" else self.config.reference_spec)
                 self._models[side] = load_model(spec, dtype=self.config.dtype, device=self.config.device,
-                                                trust_remote_code=self.config.trust_remote_code, progress=self.progress)
+                                                trust_remote_code=self.config.trust_remote_code, progress=self.progress,
+                                                device_map=self.config.device_map, max_memory=self.config.max_memory)
             except ModelError as exc:
                 self._load_errors[side] = exc
                 raise
         return self._models[side]
+
+    def release(self) -> None:
+        """Free the resident model now (its weights, CUDA cache and offload folder), e.g. before
+        another session loads its own. A later result that needs it loads it again."""
+        if not self._models:
+            return
+        sides = ", ".join(self._models)
+        self._models.clear()  # the session held the only references: no engine outlives a probe call
+        free_memory()
+        self.progress(f"freed the {sides} model (one model resident at a time)")
 
     @cached_property
     def snapshot_set(self) -> tuple[str, dict]:

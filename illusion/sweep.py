@@ -179,7 +179,7 @@ def run_sweep(settings: SweepSettings, *, progress: Progress | None = None) -> l
             say(f"dense reference: {_headline(points[0].overall)}")
         points.append(candidate_point(sparsity, config.prune or "", verdicts))
         say(f"{tag}: {_headline(points[-1].overall)} ({time.monotonic() - started:.1f} s)")
-        del session  # frees both models before the next sparsity loads its own
+        session.release()  # before the next sparsity prunes and loads its own: one model resident at a time
     return points
 
 

@@ -49,7 +49,8 @@ def test_a_worker_reads_what_another_computed_and_probes_nothing(tmp_path, tiny_
     first, first_said = worker(0)
     verdicts = first.verdicts(first.items)
     probed = [m for m in first_said if m.startswith("probing ")]
-    assert [m.split(" on the ")[1].split()[0] for m in probed] == ["reference", "candidate"] * 2  # both blocks
+    # both blocks, every reference block first (one model resident at a time: each is loaded once)
+    assert [m.split(" on the ")[1].split()[0] for m in probed] == ["reference"] * 2 + ["candidate"] * 2
     assert sum(int(m.split()[1]) for m in probed) == 40
     second, second_said = worker(1)
     assert second.verdicts(list(reversed(second.items))) == list(reversed(verdicts))
