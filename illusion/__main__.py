@@ -105,7 +105,8 @@ def run_sweep(args: argparse.Namespace) -> int:
                      limit_per_lang=args.limit_per_lang, device=args.device, dtype=args.dtype,
                      batch_size=args.batch_size, seed=args.seed, trust_remote_code=args.trust_remote_code,
                      calibration_langs=codes(args.calibration_langs), calibration_samples=args.calibration_samples,
-                     calibration_seqlen=args.calibration_seqlen, calibration_seed=args.calibration_seed)
+                     calibration_seqlen=args.calibration_seqlen, calibration_seed=args.calibration_seed,
+                     recovery=args.recovery)
     settings = SweepSettings(base=base, method=args.method, sparsities=parse_sparsities(args.sparsities, args.method))
     written = sweep(settings, args.out, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print("wrote " + ", ".join(str(path) for path in written))
@@ -131,6 +132,8 @@ def add_sweep_parser(commands) -> None:
     sweep.add_argument("--dtype", default="auto")
     sweep.add_argument("--batch-size", type=int, default=16)
     sweep.add_argument("--trust-remote-code", action="store_true")
+    sweep.add_argument("--recovery", default="induced", choices=["induced", "all", "off"],
+                       help="recognition-only items the recovery probes run on: induced (pruning-induced), all, or off")
     sweep.set_defaults(run=run_sweep)
 
 

@@ -30,7 +30,7 @@ from .probes import ProbeConfig, probe, recover, recovery_chunks
 from .results import ItemResult
 from .sources import load_exemplars, load_items
 from .terminal import safe_text
-from .verdict import ItemVerdict
+from .verdict import ItemVerdict, RecoveryScope, needs_recovery
 
 Progress = Callable[[str], None]
 
@@ -62,6 +62,7 @@ class RunConfig:
     snapshot_name: str | None = None  # None: a set per configuration (snapshots.set_name)
     alpha: float = 0.05
     max_illusion_rate: float | None = None
+    recovery: RecoveryScope = "induced"  # which recognition-only items the recovery probes run on
 
     @property
     def probe_config(self) -> ProbeConfig:
@@ -93,6 +94,7 @@ class RunConfig:
             "batch_size": self.batch_size, "seed": self.seed, "prompt_format": self.prompt_format,
             "max_new_tokens": self.max_new_tokens, "rank_tolerance": self.rank_tolerance,
             "snapshot_name": self.snapshot_name, "alpha": self.alpha, "max_illusion_rate": self.max_illusion_rate,
+            "recovery": self.recovery,
             "probe": self.probe_config.key(),
             "calibration": {"langs": list(self.calibration_langs) if self.calibration_langs else None,
                             "samples": self.calibration_samples, "seqlen": self.calibration_seqlen,
@@ -195,7 +197,9 @@ class IllusionSession:
         self._blocks = work_blocks(ordered, workers=workers)
         self._run_locked("probe", self._blocks, self._probe, start=self.share.index)
         final = self._results["candidate"]
-        pending = [it for it in ordered if (final.get(it.key) or self._probed[it.key]).recognition_only]
+        # The same list on every worker: it depends on probe results only, never on what a worker
+        # happened to read from the store already.
+        pending = [it for it in ordered if self._in_scope(final.get(it.key) or self._probed[it.key])]
         chunks, start = [], 0
         for b, block in enumerate(work_blocks(pending, workers=workers)):
             start = len(chunks) if b == self.share.index else start
@@ -224,27 +228,56 @@ class IllusionSession:
 
     def _probe(self, items: list[Item], *, quiet_reads: bool = False) -> None:
         """The reference's results, and the candidate's before recovery: final at once for items
-        that are not recognition-only, the others wait in ``_probed`` for ``_recover``."""
+        that are not recognition-only, and for those the recovery scope leaves out (marked not
+        probed, kept in memory only: see ``_read_final``); the others wait in ``_probed`` for
+        ``_recover``."""
         final = self._results["candidate"]
         if not self.config.candidate_is_reference:
             self._fill(self._results["reference"], "reference", items, quiet_reads=quiet_reads)
-        self._read(final, "candidate", [it for it in items if it.key not in final], recovered=True,
-                   quiet=quiet_reads)
+        self._read_final([it for it in items if it.key not in final], quiet=quiet_reads)
         todo = [it for it in items if it.key not in final]
         self._fill(self._probed, "candidate", todo, quiet_reads=quiet_reads)
         self._keep(final, {it.key: self._probed[it.key] for it in todo
                            if not self._probed[it.key].recognition_only}, todo)
+        final.update({it.key: replace(self._probed[it.key], recovered_by=None) for it in todo
+                      if it.key not in final and not self._in_scope(self._probed[it.key])})
+
+    def _in_scope(self, candidate: ItemResult) -> bool:
+        """Whether the recovery probes run on this candidate result (``--illusion-recovery``); the
+        reference's result of the item must be known (``_probe`` fills it first)."""
+        reference = candidate if self.config.candidate_is_reference else self._results["reference"][candidate.key]
+        return needs_recovery(self.config.recovery, ItemVerdict(candidate=candidate, reference=reference))
+
+    def _read_final(self, items: list[Item], *, quiet: bool) -> None:
+        """The candidate's stored final results of ``items``, as this run's recovery scope reports them.
+
+        The final store key does not include the scope; instead it only ever holds results that
+        are final under every scope: items that are not recognition-only, and recognition-only
+        items the probes ran on. An item the scope leaves out is never stored there (its probe
+        results are, under the before-recovery key). So an ``all`` run serves an ``induced`` one,
+        an ``induced`` run's probes serve part of a later ``all`` run, and nothing unprobed is
+        ever read back as "not recovered". Probes found in the store for an item outside this
+        run's scope are not reported (``recovered_by`` None), so the report does not depend on
+        what earlier runs cached.
+        """
+        final = self._results["candidate"]
+        before = set(final)
+        self._read(final, "candidate", items, recovered=True, quiet=quiet)
+        for key in set(final) - before:
+            if final[key].recognition_only and not self._in_scope(final[key]):
+                final[key] = replace(final[key], recovered_by=None)
 
     def _recover(self, items: list[Item], *, quiet_reads: bool = False) -> None:
-        """Recovery probes on the candidate's recognition-only items: demoted or erased."""
+        """Recovery probes on the candidate's recognition-only items in the recovery scope
+        (``--illusion-recovery``; ``_probe`` already made the others final): demoted or erased."""
         final = self._results["candidate"]
-        self._read(final, "candidate", [it for it in items if it.key not in final], recovered=True,
-                   quiet=quiet_reads)
+        self._read_final([it for it in items if it.key not in final], quiet=quiet_reads)
         todo = [it for it in items if it.key not in final]
         if not todo:
             return
         exemplars = load_exemplars(sorted({it.lang for it in todo}))
-        self.progress(f"recovery probes on {len(todo)} recognition-only items")
+        scope = {"induced": "pruning-induced recognition-only", "all": "recognition-only"}[self.config.recovery]
+        self.progress(f"recovery probes on {len(todo)} {scope} items (--illusion-recovery {self.config.recovery})")
         found = recover(self._model("candidate"), [(it, exemplar_for(it, exemplars)) for it in todo],
                         self.config.probe_config, seed=self.config.seed, progress=self.progress)
         self._keep(final, {it.key: replace(self._probed[it.key], recovered_by=found.get(it.key, ()))
