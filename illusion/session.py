@@ -234,9 +234,15 @@ class IllusionSession:
         final = self._results["candidate"]
         if not self.config.candidate_is_reference:
             self._fill(self._results["reference"], "reference", items, quiet_reads=quiet_reads)
-        self._read_final([it for it in items if it.key not in final], quiet=quiet_reads)
-        todo = [it for it in items if it.key not in final]
-        self._fill(self._probed, "candidate", todo, quiet_reads=quiet_reads)
+        pending = [it for it in items if it.key not in final]
+        self._read_final(pending, quiet=True)
+        todo = [it for it in pending if it.key not in final]
+        self._read(self._probed, "candidate", [it for it in todo if it.key not in self._probed], recovered=False,
+                   quiet=True)
+        missing = [it for it in todo if it.key not in self._probed]
+        if len(missing) < len(pending) and not quiet_reads:  # an unprobed illusion is final from its probe results
+            self.progress(f"candidate: {len(pending) - len(missing)} results from the store, {len(missing)} to compute")
+        self._fill(self._probed, "candidate", missing, quiet_reads=quiet_reads)
         self._keep(final, {it.key: self._probed[it.key] for it in todo
                            if not self._probed[it.key].recognition_only}, todo)
         final.update({it.key: replace(self._probed[it.key], recovered_by=None) for it in todo
