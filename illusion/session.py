@@ -27,6 +27,7 @@ from .errors import ModelError
 from .models import LoadedModel, fingerprint, load_model, parse_spec
 from .paths import cache_root
 from .probes import ProbeConfig, probe, recover, recovery_chunks
+from .progress import ProgressDisplay
 from .results import ItemResult
 from .sources import load_exemplars, load_items
 from .terminal import safe_text
@@ -496,15 +497,33 @@ def remove_run_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+DISPLAY_KEY = pytest.StashKey[ProgressDisplay]()
+
+
 def say(config: pytest.Config, message: str, worker: str | None = None) -> None:
-    """Progress on slow steps, shown even while pytest captures output (and by which xdist worker)."""
+    """Progress on slow steps, shown even while pytest captures output (and by which xdist worker):
+    bars with rate and time left on a terminal, one line per worker; plain lines in a log."""
     capture = config.pluginmanager.getplugin("capturemanager")
-    line = safe_text(f"[illusion{' ' + worker if worker else ''}] {message}")
     if capture is None:
-        print(line, file=sys.stderr)
+        _display(config, worker).show(safe_text(message))
         return
-    with capture.global_and_fixture_disabled():
-        print(line, file=sys.stderr, flush=True)
+    with capture.global_and_fixture_disabled():  # sys.stderr is the real one here
+        _display(config, worker).show(safe_text(message))
+
+
+def _display(config: pytest.Config, worker: str | None) -> ProgressDisplay:
+    """This process's display, on the stderr pytest leaves uncaptured, made on first use."""
+    if DISPLAY_KEY not in config.stash:
+        config.stash[DISPLAY_KEY] = ProgressDisplay(sys.stderr, prefix=f"[illusion{' ' + worker if worker else ''}]",
+                                                    position=worker_index(worker) if worker else 0)
+    return config.stash[DISPLAY_KEY]
+
+
+def close_display(config: pytest.Config) -> None:
+    """End any bar still drawn (a run that stopped mid-step)."""
+    display = config.stash.get(DISPLAY_KEY, None)
+    if display is not None:
+        display.close()
 
 
 # --- the pytest run: a broken run stops once ----------------------------------------------------

@@ -33,6 +33,9 @@ def test_outcomes_failure_message_and_table(suite):
                   "gold rank:   candidate", "| reference", "recovery:    ", "reference:   neither"):
         assert field in block
     assert "Traceback" not in out  # failures are messages, not stack traces
+    said = [line for line in result.stderr.str().split("\n") if "[illusion" in line]
+    assert said and all("\r" not in line and "\x1b" not in line for line in said)  # not a terminal: plain lines
+    assert any(re.fullmatch(r"\[illusion\] candidate: \d+/\d+ items.*", line) for line in said), said
     table = out[out.index("benchmark-illusion"):]
     assert re.search(r"^en\s+3\s", table, re.M) and re.search(r"^fr\s+3\s", table, re.M)
 
