@@ -42,7 +42,7 @@ def run_prune(args: argparse.Namespace) -> int:
                                     seed=args.calibration_seed, **langs)
     stats = prune_checkpoint(parse_spec(args.model), recipe, calibration, args.out, device=args.device,
                              trust_remote_code=args.trust_remote_code, force=args.force,
-                             progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                             progress=terminal_progress())
     print(f"{args.out}: {recipe.spec}, {stats.total:.2%} zeros over {len(stats.layers)} in-scope weight matrices"
           + (f" ({stats.experts} experts, {len(stats.uncalibrated)} pruned by magnitude for want of calibration tokens)"
              if stats.experts else ""))
@@ -55,7 +55,7 @@ def run_export(args: argparse.Namespace) -> int:
     from .models import parse_spec
 
     names = export_checkpoint(parse_spec(args.model), args.out, trust_remote_code=args.trust_remote_code,
-                              force=args.force, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                              force=args.force, progress=terminal_progress())
     print(f"{args.out}: {args.model} as a Hugging Face checkpoint ({EXPORT_DTYPE}, {len(names)} files); "
           f"use it with --illusion-model {args.out}")
     return 0
@@ -93,6 +93,15 @@ def describe_digest_memo(memo: DigestMemo) -> str:
     return line
 
 
+def terminal_progress():
+    """Progress of a long command on stderr: bars on a terminal, plain lines in a log (``progress``)."""
+    from .progress import ProgressDisplay
+    from .terminal import safe_text
+
+    display = ProgressDisplay(sys.stderr, prefix="")
+    return lambda message: display.show(safe_text(message))
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     """Prune at each sparsity, probe, and write sweep.json / sweep.html / sweep.svg."""
     from .session import RunConfig
@@ -108,7 +117,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                      calibration_seqlen=args.calibration_seqlen, calibration_seed=args.calibration_seed,
                      recovery=args.recovery)
     settings = SweepSettings(base=base, method=args.method, sparsities=parse_sparsities(args.sparsities, args.method))
-    written = sweep(settings, args.out, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    written = sweep(settings, args.out, progress=terminal_progress())
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
 

@@ -84,7 +84,7 @@ class ProgressDisplay:
         """One message: a step of a task (a bar, or a line with rate and time left), or a plain line."""
         step = parse_step(message)
         if step is None:
-            self._line(f"{self.prefix} {message}")
+            self._line(self._prefixed(message))
             return
         now = self.clock()
         task = self._tasks.get(step.task)
@@ -94,9 +94,12 @@ class ProgressDisplay:
         if self.tty:
             self._bar(step, task)
         else:
-            self._line(f"{self.prefix} {message}{self._pace(step, task, now)}")
+            self._line(self._prefixed(message) + self._pace(step, task, now))
         if step.done >= step.total:
             self._close(step.task)
+
+    def _prefixed(self, text: str) -> str:
+        return f"{self.prefix} {text}" if self.prefix else text
 
     def close(self) -> None:
         """End every bar (the run is over or failed)."""
@@ -117,7 +120,7 @@ class ProgressDisplay:
         from tqdm import tqdm
 
         if task.bar is None:
-            task.bar = tqdm(total=step.total, initial=step.done, desc=f"{self.prefix} {step.task}",
+            task.bar = tqdm(total=step.total, initial=step.done, desc=self._prefixed(step.task),
                             unit=f" {step.unit}" if step.unit else "it", file=self.stream, position=self.position,
                             leave=True, dynamic_ncols=True, mininterval=0.2)
         else:
