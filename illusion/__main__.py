@@ -42,7 +42,7 @@ def run_prune(args: argparse.Namespace) -> int:
                                     seed=args.calibration_seed, **langs)
     stats = prune_checkpoint(parse_spec(args.model), recipe, calibration, args.out, device=args.device,
                              trust_remote_code=args.trust_remote_code, force=args.force,
-                             progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                             progress=terminal_progress())
     print(f"{args.out}: {recipe.spec}, {stats.total:.2%} zeros over {len(stats.layers)} in-scope weight matrices"
           + (f" ({stats.experts} experts, {len(stats.uncalibrated)} pruned by magnitude for want of calibration tokens)"
              if stats.experts else ""))
@@ -55,7 +55,7 @@ def run_export(args: argparse.Namespace) -> int:
     from .models import parse_spec
 
     names = export_checkpoint(parse_spec(args.model), args.out, trust_remote_code=args.trust_remote_code,
-                              force=args.force, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                              force=args.force, progress=terminal_progress())
     print(f"{args.out}: {args.model} as a Hugging Face checkpoint ({EXPORT_DTYPE}, {len(names)} files); "
           f"use it with --illusion-model {args.out}")
     return 0
@@ -93,6 +93,15 @@ def describe_digest_memo(memo: DigestMemo) -> str:
     return line
 
 
+def terminal_progress():
+    """Progress of a long command on stderr: bars on a terminal, plain lines in a log (``progress``)."""
+    from .progress import ProgressDisplay
+    from .terminal import safe_text
+
+    display = ProgressDisplay(sys.stderr, prefix="")
+    return lambda message: display.show(safe_text(message))
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     """Prune at each sparsity, probe, and write sweep.json / sweep.html / sweep.svg."""
     from .session import RunConfig
@@ -105,9 +114,10 @@ def run_sweep(args: argparse.Namespace) -> int:
                      limit_per_lang=args.limit_per_lang, device=args.device, dtype=args.dtype,
                      batch_size=args.batch_size, seed=args.seed, trust_remote_code=args.trust_remote_code,
                      calibration_langs=codes(args.calibration_langs), calibration_samples=args.calibration_samples,
-                     calibration_seqlen=args.calibration_seqlen, calibration_seed=args.calibration_seed)
+                     calibration_seqlen=args.calibration_seqlen, calibration_seed=args.calibration_seed,
+                     recovery=args.recovery)
     settings = SweepSettings(base=base, method=args.method, sparsities=parse_sparsities(args.sparsities, args.method))
-    written = sweep(settings, args.out, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    written = sweep(settings, args.out, progress=terminal_progress())
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
 
@@ -131,6 +141,8 @@ def add_sweep_parser(commands) -> None:
     sweep.add_argument("--dtype", default="auto")
     sweep.add_argument("--batch-size", type=int, default=16)
     sweep.add_argument("--trust-remote-code", action="store_true")
+    sweep.add_argument("--recovery", default="induced", choices=["induced", "all", "off"],
+                       help="recognition-only items the recovery probes run on: induced (pruning-induced), all, or off")
     sweep.set_defaults(run=run_sweep)
 
 

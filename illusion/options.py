@@ -34,6 +34,8 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
                                  "recipe, dataset, dtype and prompt format)"),
     "alpha": (float, 0.05, "significance level of the per-language McNemar gate"),
     "max-illusion-rate": (float, None, "fail a language whose illusion rate exceeds this (0..1)"),
+    "recovery": (str, "induced", "which recognition-only items the recovery probes (beam, sampling, one-shot) "
+                                 "run on: induced (the pruning-induced ones, whose tests fail), all, or off"),
     "device": (str, "auto", "auto, cpu, cuda or cuda:N"),
     "dtype": (str, "auto", "auto (bf16 where fast, else fp32), float32, bfloat16 or float16"),
     "device-map": (str, None, "auto, balanced or sequential: load through accelerate's big-model inference, "
@@ -169,9 +171,10 @@ def run_config(config: pytest.Config) -> RunConfig:
     max_memory = read_option(config, "max-memory")
     device_map = check_placement(read_option(config, "device-map"), max_memory)
     alpha, max_rate = read_option(config, "alpha"), read_option(config, "max-illusion-rate")
-    from .verdict import check_gate_options
+    from .verdict import check_gate_options, check_recovery_scope
 
     check_gate_options(alpha, max_rate)
+    recovery = check_recovery_scope(read_option(config, "recovery"))
     return RunConfig(
         model=read_option(config, "model"), reference=read_option(config, "reference"), prune=prune,
         dataset=read_option(config, "dataset"),
@@ -188,5 +191,5 @@ def run_config(config: pytest.Config) -> RunConfig:
         calibration_seqlen=read_option(config, "calibration-seqlen"),
         calibration_seed=read_option(config, "calibration-seed"),
         use_store=not read_flag(config, "no-cache"),
-        snapshot_name=snapshot_name, alpha=alpha, max_illusion_rate=max_rate,
+        snapshot_name=snapshot_name, alpha=alpha, max_illusion_rate=max_rate, recovery=recovery,
     )

@@ -20,8 +20,8 @@ import pytest
 from .errors import IllusionError
 from .options import add_options, run_config
 from .records import GATE_RECORDS_KEY, RunRecords, gate_records, item_properties, label_report
-from .session import (RUN_DIR_INPUT, broken_run_message, new_run_dir, open_session, remove_run_dir, say, shares_files,
-                      stop_run)
+from .session import (RUN_DIR_INPUT, broken_run_message, close_display, new_run_dir, open_session, remove_run_dir,
+                      say, shares_files, stop_run)
 from .terminal import safe_text
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    close_display(config)
     if RUN_DIR_KEY in config.stash:
         remove_run_dir(config.stash[RUN_DIR_KEY])
 

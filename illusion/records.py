@@ -33,7 +33,7 @@ def item_properties(verdict: ItemVerdict, item: Item) -> list[tuple[str, Any]]:
     record = item_record(verdict, question=item.question, aliases=item.aliases, item_type=item.type)
     cand = verdict.candidate
     return [("illusion_category", verdict.candidate_category), ("illusion_gold_rank", cand.gold_rank),
-            ("illusion_recovered_by", ",".join(cand.recovered_by)),
+            ("illusion_recovered_by", ",".join(cand.recovered_by or ())),
             (ITEM_PROPERTY, json.dumps(record, ensure_ascii=False))]
 
 
@@ -117,8 +117,9 @@ class RunRecords:
 
     def table_lines(self, run: RunConfig) -> list[str]:
         """The per-language table, headed by what was compared (unescaped: print through safe_text)."""
-        from .report import format_table, language_table
+        from .report import format_table, language_table, recovery_scope_text
 
         candidate = run.model + (f" pruned {run.prune}" if run.prune else "")
         return [f"candidate: {candidate}   reference: {run.reference_spec}   (each cell: reference -> candidate)",
+                f"recovery probes (demoted/erased) ran on {recovery_scope_text(run.as_dict())}",
                 *format_table(language_table(self.records.values()))]

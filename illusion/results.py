@@ -34,7 +34,10 @@ class ItemResult:
     first_position_rank: int  # the same, at the first generated position only
     matched: str | None = None  # the gold form found in the generation
     hedged_with: tuple[str, ...] = ()  # distractors also mentioned (a hedge is not an answer)
-    recovered_by: tuple[str, ...] = field(default=())
+    # The recovery probes that made the model say the gold: () when none did (or the item is not
+    # recognition-only); None when the probes did not run on this recognition-only item, because
+    # --illusion-recovery leaves it out (``induced``: a pre-existing illusion; ``off``: every item).
+    recovered_by: tuple[str, ...] | None = field(default=())
 
     @property
     def key(self) -> str:
@@ -56,9 +59,12 @@ class ItemResult:
 
     @property
     def recovery(self) -> str | None:
-        """For a recognition-only item: demoted (some probe makes it say the gold) or erased."""
+        """For a recognition-only item: demoted (some probe makes it say the gold), erased (none
+        does), or not_probed (the recovery scope left it out)."""
         if not self.recognition_only:
             return None
+        if self.recovered_by is None:
+            return "not_probed"
         return "demoted" if self.recovered_by else "erased"
 
     @property
@@ -83,7 +89,7 @@ def result_to_dict(result: ItemResult) -> dict:
         "mc_scores": list(result.mc_scores), "gold_rank": result.gold_rank,
         "first_position_rank": result.first_position_rank, "gold_logprob": result.gold_logprob,
         "mc_margin": result.mc_margin, "generation": result.generation, "matched": result.matched,
-        "hedged_with": list(result.hedged_with), "recovered_by": list(result.recovered_by),
+        "hedged_with": list(result.hedged_with), "recovered_by": None if result.recovered_by is None else list(result.recovered_by),
         "recovery": result.recovery,
     }
 
@@ -94,5 +100,5 @@ def result_from_dict(data: dict, *, lang: str, id: str, prompt: str, options: Se
         lang=lang, id=id, prompt=prompt, options=tuple(options), mc_scores=tuple(data["mc_scores"]),
         generation=data["generation"], gold_rank=data["gold_rank"],
         first_position_rank=data["first_position_rank"], matched=data["matched"],
-        hedged_with=tuple(data["hedged_with"]), recovered_by=tuple(data["recovered_by"]),
+        hedged_with=tuple(data["hedged_with"]), recovered_by=None if data["recovered_by"] is None else tuple(data["recovered_by"]),
     )

@@ -32,10 +32,11 @@ from .errors import ModelError
 from .models import LoadedModel, fingerprint, free_memory, load_model, parse_spec
 from .paths import cache_root
 from .probes import ProbeConfig, probe, recover, recovery_chunks
+from .progress import ProgressDisplay
 from .results import ItemResult
 from .sources import load_exemplars, load_items
 from .terminal import safe_text
-from .verdict import ItemVerdict
+from .verdict import ItemVerdict, RecoveryScope, needs_recovery
 
 Progress = Callable[[str], None]
 
@@ -69,6 +70,7 @@ class RunConfig:
     snapshot_name: str | None = None  # None: a set per configuration (snapshots.set_name)
     alpha: float = 0.05
     max_illusion_rate: float | None = None
+    recovery: RecoveryScope = "induced"  # which recognition-only items the recovery probes run on
 
     @property
     def probe_config(self) -> ProbeConfig:
@@ -101,6 +103,7 @@ class RunConfig:
             "batch_size": self.batch_size, "seed": self.seed, "prompt_format": self.prompt_format,
             "max_new_tokens": self.max_new_tokens, "rank_tolerance": self.rank_tolerance,
             "snapshot_name": self.snapshot_name, "alpha": self.alpha, "max_illusion_rate": self.max_illusion_rate,
+            "recovery": self.recovery,
             "probe": self.probe_config.key(),
             "calibration": {"langs": list(self.calibration_langs) if self.calibration_langs else None,
                             "samples": self.calibration_samples, "seqlen": self.calibration_seqlen,
@@ -205,7 +208,9 @@ class IllusionSession:
             self._run_locked("probe-reference", self._blocks, self._probe_reference, start=self.share.index)
         self._run_locked("probe", self._blocks, self._probe_candidate, start=self.share.index)
         final = self._results["candidate"]
-        pending = [it for it in ordered if (final.get(it.key) or self._probed[it.key]).recognition_only]
+        # The same list on every worker: it depends on probe results only, never on what a worker
+        # happened to read from the store already.
+        pending = [it for it in ordered if self._in_scope(final.get(it.key) or self._probed[it.key])]
         chunks, start = [], 0
         for b, block in enumerate(work_blocks(pending, workers=workers)):
             start = len(chunks) if b == self.share.index else start
@@ -245,25 +250,59 @@ class IllusionSession:
 
     def _probe_candidate(self, items: list[Item], *, quiet_reads: bool = False) -> None:
         """The candidate's results before recovery: final at once for items that are not
-        recognition-only, the others wait in ``_probed`` for ``_recover``."""
+        recognition-only, and for those the recovery scope leaves out (marked not probed, kept in
+        memory only: see ``_read_final``); the others wait in ``_probed`` for ``_recover``."""
         final = self._results["candidate"]
-        self._read(final, "candidate", [it for it in items if it.key not in final], recovered=True,
-                   quiet=quiet_reads)
-        todo = [it for it in items if it.key not in final]
-        self._fill(self._probed, "candidate", todo, quiet_reads=quiet_reads)
+        pending = [it for it in items if it.key not in final]
+        self._read_final(pending, quiet=True)
+        todo = [it for it in pending if it.key not in final]
+        self._read(self._probed, "candidate", [it for it in todo if it.key not in self._probed], recovered=False,
+                   quiet=True)
+        missing = [it for it in todo if it.key not in self._probed]
+        if len(missing) < len(pending) and not quiet_reads:  # an unprobed illusion is final from its probe results
+            self.progress(f"candidate: {len(pending) - len(missing)} results from the store, {len(missing)} to compute")
+        self._fill(self._probed, "candidate", missing, quiet_reads=quiet_reads)
         self._keep(final, {it.key: self._probed[it.key] for it in todo
                            if not self._probed[it.key].recognition_only}, todo)
+        final.update({it.key: replace(self._probed[it.key], recovered_by=None) for it in todo
+                      if it.key not in final and not self._in_scope(self._probed[it.key])})
+
+    def _in_scope(self, candidate: ItemResult) -> bool:
+        """Whether the recovery probes run on this candidate result (``--illusion-recovery``); the
+        reference's result of the item must be known (``_probe`` fills it first)."""
+        reference = candidate if self.config.candidate_is_reference else self._results["reference"][candidate.key]
+        return needs_recovery(self.config.recovery, ItemVerdict(candidate=candidate, reference=reference))
+
+    def _read_final(self, items: list[Item], *, quiet: bool) -> None:
+        """The candidate's stored final results of ``items``, as this run's recovery scope reports them.
+
+        The final store key does not include the scope; instead it only ever holds results that
+        are final under every scope: items that are not recognition-only, and recognition-only
+        items the probes ran on. An item the scope leaves out is never stored there (its probe
+        results are, under the before-recovery key). So an ``all`` run serves an ``induced`` one,
+        an ``induced`` run's probes serve part of a later ``all`` run, and nothing unprobed is
+        ever read back as "not recovered". Probes found in the store for an item outside this
+        run's scope are not reported (``recovered_by`` None), so the report does not depend on
+        what earlier runs cached.
+        """
+        final = self._results["candidate"]
+        before = set(final)
+        self._read(final, "candidate", items, recovered=True, quiet=quiet)
+        for key in set(final) - before:
+            if final[key].recognition_only and not self._in_scope(final[key]):
+                final[key] = replace(final[key], recovered_by=None)
 
     def _recover(self, items: list[Item], *, quiet_reads: bool = False) -> None:
-        """Recovery probes on the candidate's recognition-only items: demoted or erased."""
+        """Recovery probes on the candidate's recognition-only items in the recovery scope
+        (``--illusion-recovery``; ``_probe`` already made the others final): demoted or erased."""
         final = self._results["candidate"]
-        self._read(final, "candidate", [it for it in items if it.key not in final], recovered=True,
-                   quiet=quiet_reads)
+        self._read_final([it for it in items if it.key not in final], quiet=quiet_reads)
         todo = [it for it in items if it.key not in final]
         if not todo:
             return
         exemplars = load_exemplars(sorted({it.lang for it in todo}))
-        self.progress(f"recovery probes on {len(todo)} recognition-only items")
+        scope = {"induced": "pruning-induced recognition-only", "all": "recognition-only"}[self.config.recovery]
+        self.progress(f"recovery probes on {len(todo)} {scope} items (--illusion-recovery {self.config.recovery})")
         found = recover(self._model("candidate"), [(it, exemplar_for(it, exemplars)) for it in todo],
                         self.config.probe_config, seed=self.config.seed, progress=self.progress)
         self._keep(final, {it.key: replace(self._probed[it.key], recovered_by=found.get(it.key, ()))
@@ -493,15 +532,33 @@ def remove_run_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+DISPLAY_KEY = pytest.StashKey[ProgressDisplay]()
+
+
 def say(config: pytest.Config, message: str, worker: str | None = None) -> None:
-    """Progress on slow steps, shown even while pytest captures output (and by which xdist worker)."""
+    """Progress on slow steps, shown even while pytest captures output (and by which xdist worker):
+    bars with rate and time left on a terminal, one line per worker; plain lines in a log."""
     capture = config.pluginmanager.getplugin("capturemanager")
-    line = safe_text(f"[illusion{' ' + worker if worker else ''}] {message}")
     if capture is None:
-        print(line, file=sys.stderr)
+        _display(config, worker).show(safe_text(message))
         return
-    with capture.global_and_fixture_disabled():
-        print(line, file=sys.stderr, flush=True)
+    with capture.global_and_fixture_disabled():  # sys.stderr is the real one here
+        _display(config, worker).show(safe_text(message))
+
+
+def _display(config: pytest.Config, worker: str | None) -> ProgressDisplay:
+    """This process's display, on the stderr pytest leaves uncaptured, made on first use."""
+    if DISPLAY_KEY not in config.stash:
+        config.stash[DISPLAY_KEY] = ProgressDisplay(sys.stderr, prefix=f"[illusion{' ' + worker if worker else ''}]",
+                                                    position=worker_index(worker) if worker else 0)
+    return config.stash[DISPLAY_KEY]
+
+
+def close_display(config: pytest.Config) -> None:
+    """End any bar still drawn (a run that stopped mid-step)."""
+    display = config.stash.get(DISPLAY_KEY, None)
+    if display is not None:
+        display.close()
 
 
 # --- the pytest run: a broken run stops once ----------------------------------------------------

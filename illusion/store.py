@@ -494,5 +494,5 @@ def _kind(exc: Exception) -> str:
 def _decode(data: dict) -> dict:
     """JSON lists back to the tuples ItemResult holds."""
     for name in ("options", "mc_scores", "hedged_with", "recovered_by"):
-        data[name] = tuple(data[name])
+        data[name] = None if data[name] is None else tuple(data[name])  # recovered_by None: not probed
     return data

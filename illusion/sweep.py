@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .report.plots import esc
 from .prune import parse_recipe
 from .report.page import html_page
+from .report import recovery_scope_text
 from .session import IllusionSession, RunConfig
 from .verdict import ItemVerdict, LanguageStats, by_language, language_stats
 
@@ -62,6 +63,7 @@ class SweepSettings:
             "dataset": cfg.dataset or "fixtures/qa", "langs": list(cfg.langs) if cfg.langs else None,
             "limit_per_lang": cfg.limit_per_lang, "seed": cfg.seed, "device": cfg.device, "dtype": cfg.dtype,
             "batch_size": cfg.batch_size, "prompt_format": cfg.prompt_format, "max_new_tokens": cfg.max_new_tokens,
+            "recovery": cfg.recovery,
             "calibration": {"langs": list(cfg.calibration_langs) if cfg.calibration_langs else None,
                             "samples": cfg.calibration_samples, "seqlen": cfg.calibration_seqlen,
                             "seed": cfg.calibration_seed},
@@ -141,7 +143,7 @@ def stats_record(stats: LanguageStats, *, pruning_induced: int, recovery_probed:
     record["gen_accuracy"] = stats.gen_correct / stats.items if stats.items else None
     record["pruning_induced"] = pruning_induced
     if not recovery_probed:
-        record["demoted"] = record["erased"] = None
+        record["demoted"] = record["erased"] = record["not_probed"] = None
     return record
 
 
@@ -354,7 +356,8 @@ def render_html(record: dict) -> str:
                 "that sparsity. Lines on the same values hide each other: see the per-language charts and tables."),
         "</div>", _table(record, None),
         "<p class=\"sub\">Demoted/erased: recognition-only items a recovery probe (beam, sampling, one-shot) "
-        "brings back or not; recovery probes run on pruned models only, so the dense row shows -.</p>",
+        "brings back or not; recovery probes run on pruned models only, so the dense row shows -. They ran on "
+        f"{esc(recovery_scope_text(cfg))}.</p>",
         "<h2>Per language</h2><div class=\"plots\">",
         *(_figure(svg) for _lang, svg in language_charts(record)), "</div>",
         *(f"<h3>{esc(lang)}</h3>{_table(record, lang)}" for lang in languages),

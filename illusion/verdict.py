@@ -12,6 +12,8 @@ from .errors import ConfigError
 from .results import CATEGORIES, Category, ItemResult, category
 
 Outcome = Literal["pass", "fail", "xfail"]
+RecoveryScope = Literal["induced", "all", "off"]
+RECOVERY_SCOPES: tuple[RecoveryScope, ...] = ("induced", "all", "off")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,26 @@ class ItemVerdict:
         return "xfail" if self.reference_category == "recognition_only" else "fail"
 
 
+def needs_recovery(scope: RecoveryScope, verdict: ItemVerdict) -> bool:
+    """Whether the recovery probes run on an item's candidate under ``--illusion-recovery``.
+
+    ``induced`` probes exactly the items whose consistency test fails (pruning-induced illusions:
+    is what pruning broke demoted or erased?); a pre-existing illusion xfails whatever the probes
+    find. ``all`` probes every recognition-only item (the paper's analysis); ``off`` none.
+    """
+    if not verdict.candidate.recognition_only or scope == "off":
+        return False
+    return scope == "all" or verdict.pruning_induced
+
+
+def check_recovery_scope(scope: str) -> RecoveryScope:
+    """A ``--illusion-recovery`` value, or a ConfigError that names the choices."""
+    if scope not in RECOVERY_SCOPES:
+        raise ConfigError(f"--illusion-recovery {scope!r}: choose induced (the failing items), all "
+                          "(every recognition-only item) or off")
+    return scope  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class LanguageStats:
     """Counts for one model in one language."""
@@ -60,6 +82,7 @@ class LanguageStats:
     median_gold_rank: float | None
     demoted: int = 0  # recognition-only items some recovery probe brings back
     erased: int = 0  # recognition-only items no probe brings back
+    not_probed: int = 0  # recognition-only items the recovery scope left out (--illusion-recovery)
 
     @property
     def illusion_rate(self) -> float | None:
@@ -72,7 +95,7 @@ class LanguageStats:
             "both": self.both, "recognition_only": self.recognition_only,
             "generation_only": self.generation_only, "neither": self.neither,
             "illusion_rate": self.illusion_rate, "median_gold_rank": self.median_gold_rank,
-            "demoted": self.demoted, "erased": self.erased,
+            "demoted": self.demoted, "erased": self.erased, "not_probed": self.not_probed,
         }
 
 
@@ -86,6 +109,7 @@ def language_stats(results: Sequence[ItemResult]) -> LanguageStats:
         median_gold_rank=statistics.median(ranks) if ranks else None,
         demoted=sum(r.recovery == "demoted" for r in results),
         erased=sum(r.recovery == "erased" for r in results),
+        not_probed=sum(r.recovery == "not_probed" for r in results),
         **{name: cats.count(name) for name in CATEGORIES},
     )
 

@@ -33,6 +33,9 @@ def test_outcomes_failure_message_and_table(suite):
                   "gold rank:   candidate", "| reference", "recovery:    ", "reference:   neither"):
         assert field in block
     assert "Traceback" not in out  # failures are messages, not stack traces
+    said = [line for line in result.stderr.str().split("\n") if "[illusion" in line]
+    assert said and all("\r" not in line and "\x1b" not in line for line in said)  # not a terminal: plain lines
+    assert any(re.fullmatch(r"\[illusion\] candidate: \d+/\d+ items.*", line) for line in said), said
     table = out[out.index("benchmark-illusion"):]
     assert re.search(r"^en\s+3\s", table, re.M) and re.search(r"^fr\s+3\s", table, re.M)
 
@@ -54,7 +57,83 @@ def test_report_json_fields_match_the_run(suite, pytester):
     assert failed["candidate"]["category"] == "recognition_only" and failed["outcome"] == "fail"
     assert failed["candidate"]["recovery"] in ("demoted", "erased")
     assert (failed["candidate"]["recovery"] == "demoted") == bool(failed["candidate"]["recovered_by"])
-    assert en["demoted"] + en["erased"] == en["recognition_only"]
+    assert report["config"]["recovery"] == "induced"  # the default: probes on the failing items only
+    assert en["demoted"] + en["erased"] == en["pruning_induced"] == 1 and en["not_probed"] == 1
+    xfailed = next(i for i in report["items"] if i["id"] == "xfail")
+    assert xfailed["candidate"]["recovered_by"] is None and xfailed["candidate"]["recovery"] == "not_probed"
+
+
+def _scoped_report(suite, pytester, scope: str, *extra: str) -> tuple[dict, str]:
+    out = f"rec-{scope}-{len(extra)}"
+    result = suite("--illusion-recovery", scope, "--illusion-report", out, *extra)
+    result.assert_outcomes(passed=2, failed=2, xfailed=2)
+    report = json.loads((pytester.path / out / "report.json").read_text())
+    return report, result.stdout.str() + result.stderr.str()
+
+
+RECOVERY_FIELDS = ("recovered_by", "recovery")
+
+
+def _without_recovery(item: dict) -> dict:
+    return {**item, "candidate": {k: v for k, v in item["candidate"].items() if k not in RECOVERY_FIELDS}}
+
+
+def test_recovery_scope_changes_which_items_are_probed_and_nothing_else(suite, pytester, monkeypatch):
+    """induced probes exactly the failing items, all every recognition-only one, off none; every
+    other field, outcome and count is the same, and where two scopes both probe an item they agree.
+    The store serves each scope from the others' work without reporting an unprobed item as erased."""
+    monkeypatch.setenv("ILLUSION_CACHE", str(pytester.path / "scope-cache"))
+    induced, induced_text = _scoped_report(suite, pytester, "induced")  # cold: probes the failing items only
+    all_, all_text = _scoped_report(suite, pytester, "all")  # probes only the xfail items the store lacks
+    off, off_text = _scoped_report(suite, pytester, "off")
+    again, again_text = _scoped_report(suite, pytester, "induced", "-rA")  # warm, after an all run
+    cold_all, _ = _scoped_report(suite, pytester, "all", "--illusion-no-cache")
+    reports = {"induced": induced, "all": all_, "off": off, "again": again, "cold_all": cold_all}
+    for name, report in reports.items():
+        assert report["config"]["recovery"] == {"again": "induced", "cold_all": "all"}.get(name, name)
+    items = {name: {(i["lang"], i["id"]): i for i in r["items"]} for name, r in reports.items()}
+    keys = set(items["induced"])
+    assert all(set(by_key) == keys for by_key in items.values())
+    for key in keys:  # MC, generation, rank, category, outcome: identical whatever the scope
+        assert len({json.dumps(_without_recovery(by_key[key]), sort_keys=True) for by_key in items.values()}) == 1
+    probed = {name: {k for k, i in by_key.items() if i["candidate"]["category"] == "recognition_only"
+                     and i["candidate"]["recovered_by"] is not None} for name, by_key in items.items()}
+    failing = {k for k, i in items["induced"].items() if i["outcome"] == "fail"}
+    illusions = {k for k, i in items["induced"].items() if i["candidate"]["category"] == "recognition_only"}
+    assert failing and failing < illusions  # the designed world has both kinds
+    assert probed["induced"] == probed["again"] == failing
+    assert probed["all"] == probed["cold_all"] == illusions and probed["off"] == set()
+    for key in illusions:
+        verdicts = {json.dumps(items[name][key]["candidate"]["recovered_by"]) for name in ("all", "cold_all")}
+        verdicts |= {json.dumps(items[name][key]["candidate"]["recovered_by"]) for name in ("induced", "again")
+                     if key in failing}
+        assert len(verdicts) == 1, (key, verdicts)  # the same probes found on items both scopes probe
+        for name, by_key in items.items():
+            recovery = by_key[key]["candidate"]["recovery"]
+            assert (recovery == "not_probed") == (key not in probed[name])
+            assert (recovery == "not_probed") == (by_key[key]["candidate"]["recovered_by"] is None)
+    for name, report in reports.items():
+        for lang, stats in report["languages"].items():
+            mine = [i for k, i in items[name].items() if k[0] == lang]
+            assert stats["not_probed"] == sum(i["candidate"]["recovery"] == "not_probed" for i in mine)
+            assert stats["demoted"] + stats["erased"] + stats["not_probed"] == stats["recognition_only"]
+            assert stats["reference"]["not_probed"] is None
+    # the work each run did: the failing items first, then only the rest, then nothing
+    assert "recovery probes on 2 pruning-induced recognition-only items" in induced_text
+    assert "recovery probes on 2 recognition-only items (--illusion-recovery all)" in all_text
+    assert "recovery probes on" not in off_text and "recovery probes on" not in again_text
+    assert "ran on the pruning-induced recognition-only items only" in again_text  # the table says the scope
+    assert "ran on no item (--illusion-recovery off)" in off_text
+    md = (pytester.path / "rec-off-0" / "report.md").read_text()
+    assert "Recovery probes ran on no item (--illusion-recovery off)." in md and "not probed" in md
+    html = (pytester.path / "rec-induced-0" / "report.html").read_text()
+    assert "Recovery probes ran on the pruning-induced recognition-only items only" in html
+
+
+def test_a_bad_recovery_scope_is_a_usage_error(suite):
+    result = suite("--illusion-recovery", "some")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--illusion-recovery 'some': choose induced" in result.stderr.str()
 
 
 def test_junit_xml_carries_item_properties(suite, pytester):

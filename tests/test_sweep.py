@@ -52,6 +52,9 @@ def test_sweep_json_has_the_dense_point_then_each_sparsity_in_order(swept):
     record = swept["record"]
     assert record["version"] == 1 and record["config"]["method"] == "wanda"
     assert record["config"]["sparsities"] == [0.3, 0.6]
+    assert record["config"]["recovery"] == "induced"  # the default, as in the pytest plugin
+    html = (swept["root"] / "out" / "sweep.html").read_text(encoding="utf-8")
+    assert "ran on the pruning-induced recognition-only items only (--illusion-recovery induced)" in html
     assert [p["sparsity"] for p in record["points"]] == [0.0, 0.3, 0.6]
     assert [p["recipe"] for p in record["points"]] == [None, "wanda:0.3", "wanda:0.6"]
     for point in record["points"]:
@@ -67,7 +70,8 @@ def test_sweep_json_has_the_dense_point_then_each_sparsity_in_order(swept):
             if point["recipe"] is None:  # no recovery probe runs on the dense model
                 assert stats["demoted"] is None and stats["erased"] is None and stats["pruning_induced"] == 0
             else:
-                assert stats["demoted"] + stats["erased"] == stats["recognition_only"]
+                assert stats["demoted"] + stats["erased"] == stats["pruning_induced"]  # --recovery induced
+                assert stats["demoted"] + stats["erased"] + stats["not_probed"] == stats["recognition_only"]
 
 
 def test_sweep_prunes_at_each_sparsity_and_reports_progress(swept):

@@ -59,3 +59,35 @@ def test_language_counts_partition_items(rows):
 def test_median_rank_and_empty_illusion_rate():
     stats = language_stats([result("en-1", False, False, 3), result("en-2", False, False, 9)])
     assert stats.median_gold_rank == 6 and stats.illusion_rate is None
+
+
+@given(cand=st.tuples(st.booleans(), st.booleans()), ref=st.tuples(st.booleans(), st.booleans()))
+def test_recovery_scope_induced_is_exactly_the_failing_items(cand, ref):
+    """induced probes the items whose consistency test fails, all every recognition-only item, off none."""
+    from illusion.verdict import check_recovery_scope, needs_recovery
+
+    verdict = ItemVerdict(candidate=result("en-q1", *cand), reference=result("en-q1", *ref))
+    assert needs_recovery("induced", verdict) == (verdict.outcome == "fail") == verdict.pruning_induced
+    assert needs_recovery("all", verdict) == verdict.candidate.recognition_only
+    assert not needs_recovery("off", verdict)
+    assert all(check_recovery_scope(scope) == scope for scope in ("induced", "all", "off"))
+
+
+def test_a_bad_recovery_scope_names_the_choices():
+    import pytest
+
+    from illusion.errors import ConfigError
+    from illusion.verdict import check_recovery_scope
+
+    with pytest.raises(ConfigError, match="choose induced .* all .* or off"):
+        check_recovery_scope("everything")
+
+
+def test_unprobed_illusions_are_counted_apart_from_demoted_and_erased():
+    from dataclasses import replace
+
+    ro = result("en-q1", True, False)
+    stats = language_stats([replace(ro, recovered_by=None), replace(ro, recovered_by=()),
+                            replace(ro, recovered_by=("beam",)), result("en-q2", True, True)])
+    assert (stats.not_probed, stats.erased, stats.demoted, stats.recognition_only) == (1, 1, 1, 3)
+    assert replace(ro, recovered_by=None).recovery == "not_probed"

@@ -17,5 +17,7 @@ The names below are what the plugin uses.
 
 from .console import consistency_message, format_table
 from .records import build_report, item_record, language_table, write_report
+from .summary import recovery_scope_text
 
-__all__ = ["build_report", "consistency_message", "format_table", "item_record", "language_table", "write_report"]
+__all__ = ["build_report", "consistency_message", "format_table", "item_record", "language_table",
+           "recovery_scope_text", "write_report"]

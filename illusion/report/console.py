@@ -55,6 +55,8 @@ def consistency_message(verdict: ItemVerdict, item) -> str:
 
 
 def _recovery_line(result) -> str:
+    if result.recovery == "not_probed":
+        return "not probed (outside this run's --illusion-recovery scope)"
     if result.recovery == "demoted":
         return f"demoted: recovered by {', '.join(result.recovered_by)}"
     return "erased: neither beam search (4), sampling (8 at T=0.7) nor one in-context example recovers it"

@@ -15,13 +15,14 @@ from . import plots
 from .page import html_page
 from .plots import esc
 from .summary import (CATEGORY_NAMES, candidate_label, clip, gate_text, items_by_lang, language_cells,
-                      outcome_totals, rank_change, worst_items)
+                      outcome_totals, recovery_scope_text, rank_change, worst_items)
 
 CATEGORY_SHORT = {"both": "both", "recognition_only": "recog-only", "generation_only": "gen-only",
                   "neither": "neither"}
 CATEGORY_COLORS = {"both": "#009E73", "recognition_only": "#D55E00", "generation_only": "#0072B2",
                    "neither": "#8c8c8c"}
 RECOVERY_COLORS = {"demoted": "#E69F00", "erased": "#6a3d9a"}
+NOT_PROBED_COLOR = "#bbbbbb"  # recognition-only items outside the run's recovery scope
 PROBES = {"beam": ("beam", "beam search", "#56B4E9"), "sampling": ("samp.", "sampling", "#009E73"),
           "one_shot": ("1-shot", "one-shot", "#b8860b")}  # probe: (bar label, legend name, colour)
 
@@ -154,7 +155,7 @@ def _html_summary(report: dict) -> str:
     parts += [f"<div class=\"card\"><b>{esc(value)}</b><span>{esc(label)}</span></div>" for value, label in cards]
     parts.append("</div><p class=\"note\">Each cell: reference → candidate. Illusion rate = recognition-only / "
                  "MC-correct. Demoted: a recovery probe (beam, sampling, one in-context example) brings the "
-                 "answer back; erased: none does.</p>")
+                 f"answer back; erased: none does. Recovery probes ran on {esc(recovery_scope_text(config))}.</p>")
     parts.append(_html_language_table(languages))
     parts.append("<details><summary>Run configuration</summary><dl class=\"config\">")
     for name, value in config.items():
@@ -236,13 +237,16 @@ def recovery_chart(report: dict) -> str:
         stats = report["languages"].get(lang, {})
         bars = []
         segments = tuple(plots.Segment(name, stats.get(name) or 0, color) for name, color in RECOVERY_COLORS.items())
+        if stats.get("not_probed"):  # outside the run's --illusion-recovery scope
+            segments += (plots.Segment("not probed", stats["not_probed"], NOT_PROBED_COLOR),)
         bars.append(plots.Bar("cand", segments, note=f"{lang} candidate"))  # probes run on the candidate only
         for probe, (label, name, color) in PROBES.items():
-            hits = sum(probe in item["candidate"].get("recovered_by", ()) for item in items)
+            hits = sum(probe in (item["candidate"].get("recovered_by") or ()) for item in items)
             bars.append(plots.Bar(label, (plots.Segment(f"recovered by {name}", hits, color),),
                                   note=f"{lang} candidate"))
         groups.append(plots.BarGroup(lang, tuple(bars)))
-    legend = [*RECOVERY_COLORS.items(), *((f"cand {name}", color) for _, name, color in PROBES.values())]
+    unprobed = [("not probed", NOT_PROBED_COLOR)] if any(s.get("not_probed") for s in report["languages"].values()) else []
+    legend = [*RECOVERY_COLORS.items(), *unprobed, *((f"cand {name}", color) for _, name, color in PROBES.values())]
     return plots.stacked_bars(groups, y_label="recognition-only items", title="Demoted or erased, and by which probe",
                               legend_entries=legend, bar_width=34)
 
@@ -286,7 +290,7 @@ def _html_item_row(item: dict) -> str:
     if item["pruning_induced"]:
         category += " <span class=\"induced\">pruning-induced</span>"
     answer = ", ".join([item.get("answer", ""), *item.get("aliases", [])])
-    recovered = ", ".join(cand.get("recovered_by", [])) or (cand.get("recovery") or "-")
+    recovered = ", ".join(cand.get("recovered_by") or []) or (cand.get("recovery") or "-").replace("_", " ")
     order = CATEGORIES.index(cand["category"])
     cells = [
         f"<td>{esc(item['lang'])}</td>", f"<td>{esc(item['id'])}</td>",

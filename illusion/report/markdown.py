@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from .summary import (CATEGORY_NAMES, candidate_label, clip, gate_text, items_by_lang, language_cells,
+from .summary import (CATEGORY_NAMES, candidate_label, clip, gate_text, recovery_scope_text, items_by_lang, language_cells,
                       outcome_totals, worst_items)
 
 WORST_PER_LANG = 5
@@ -47,6 +47,8 @@ def render_markdown(report: dict, *, worst_per_lang: int = WORST_PER_LANG) -> st
         f"**Candidate:** {md_escape(candidate_label(config))} · **Reference:** {md_escape(config.get('reference', '?'))}"
         f" · dataset {md_escape(config.get('dataset', '?'))} · seed {md_escape(config.get('seed', '?'))}"
         f" · dtype {md_escape(config.get('dtype', '?'))} · prompt {md_escape(config.get('prompt_format', '?'))}",
+        "",
+        f"Recovery probes ran on {md_escape(recovery_scope_text(config))}.",
         "",
         f"Tests: {tests['passed']} passed, {tests['failed']} failed, {tests['xfailed']} xfailed. "
         "Each cell: reference → candidate. Illusion rate = recognition-only / MC-correct.",
@@ -92,7 +94,7 @@ def _md_item_row(item: dict) -> list[str]:
     category = f"{CATEGORY_NAMES[ref['category']]} → **{CATEGORY_NAMES[cand['category']]}**"
     if item["pruning_induced"]:
         category += " (pruning-induced)"
-    recovery = cand.get("recovery") or "-"
+    recovery = (cand.get("recovery") or "-").replace("_", " ")
     if cand.get("recovered_by"):
         recovery += " by " + md_escape(", ".join(cand["recovered_by"]), 40)
     return [md_escape(item["id"], 30), category, f"{ref['gold_rank']} → {cand['gold_rank']}", recovery,

@@ -45,7 +45,7 @@ def language_table(records: Iterable[dict]) -> dict[str, LanguageVerdict]:
 def language_summary(lv: LanguageVerdict) -> dict:
     """One language as report.json has it: candidate counts, pairing and the reference's counts."""
     return {**lv.candidate.as_dict(), "pruning_induced": lv.pruning_induced,
-            "reference": {**lv.reference.as_dict(), "demoted": None, "erased": None}}  # not probed
+            "reference": {**lv.reference.as_dict(), "demoted": None, "erased": None, "not_probed": None}}  # not probed
 
 
 TEST_KINDS = ("mc_implies_generation", "gold_rank", "language_gate")

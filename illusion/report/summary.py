@@ -27,6 +27,19 @@ def candidate_label(config: dict) -> str:
     return f"{config.get('model', '?')}" + (f" pruned {prune}" if prune else "")
 
 
+RECOVERY_SCOPE_TEXT = {
+    "induced": "the pruning-induced recognition-only items only (--illusion-recovery induced)",
+    "all": "every recognition-only item (--illusion-recovery all)",
+    "off": "no item (--illusion-recovery off)",
+}
+
+
+def recovery_scope_text(config: dict) -> str:
+    """Which items the run's recovery probes ran on, for a report's reader. A report written before
+    the option existed probed every recognition-only item."""
+    return RECOVERY_SCOPE_TEXT.get(config.get("recovery", "all"), str(config.get("recovery")))
+
+
 def rank_change(item: dict) -> float:
     """How many times worse the candidate ranks the gold than the reference (>1: demoted further)."""
     return max(item["candidate"]["gold_rank"], 1) / max(item["reference"]["gold_rank"], 1)
@@ -88,8 +101,14 @@ def language_cells(stats: dict, *, arrow: str = "→", every_category: bool = Fa
         "illusion rate": pair("illusion_rate", _rate),
         "median gold rank": pair("median_gold_rank", _rank),
         "pruning-induced": str(stats.get("pruning_induced", 0)),
-        "demoted/erased": f"{stats.get('demoted', 0)}/{stats.get('erased', 0)}",  # probes run on the candidate only
+        "demoted/erased": _recovery_cell(stats),  # probes run on the candidate only
     }
+
+
+def _recovery_cell(stats: dict) -> str:
+    """``demoted/erased``, plus the recognition-only items the recovery scope did not probe."""
+    cell = f"{stats.get('demoted', 0)}/{stats.get('erased', 0)}"
+    return cell + (f" ({stats['not_probed']} not probed)" if stats.get("not_probed") else "")
 
 
 def gate_text(gate: dict | None) -> tuple[str, str]:
