@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from .batching import reserve_cache
 from .scoring import Runner, best_ranks, pad_golds
 from .text import answer_line
 
@@ -52,12 +53,16 @@ def greedy(backend: Runner, last_logits: "torch.Tensor", cache, mask: "torch.Ten
                 keep.append(row)
         if not keep or step + 1 == max_steps:
             break
-        rows = torch.tensor(keep, device=device)
-        active = [active[r] for r in keep]
-        gold_ids = gold_ids[rows] if gold_ids is not None else None
-        cache.batch_select_indices(rows)
-        mask = torch.cat([mask[rows], torch.ones(len(keep), 1, dtype=mask.dtype, device=device)], dim=1)
-        logits, cache = backend.forward(chosen[rows][:, None], mask=mask, positions=mask.sum(-1, keepdim=True) - 1,
+        if step == 0:
+            reserve_cache(cache, max_steps - 1)  # each step writes in place, no copy of the cache
+        if len(keep) < len(active):  # rows that stopped leave the batch, the cache and the head
+            rows = torch.tensor(keep, device=device)
+            active = [active[r] for r in keep]
+            gold_ids = gold_ids[rows] if gold_ids is not None else None
+            cache.batch_select_indices(rows)
+            mask, chosen = mask[rows], chosen[rows]
+        mask = torch.cat([mask, torch.ones(len(keep), 1, dtype=mask.dtype, device=device)], dim=1)
+        logits, cache = backend.forward(chosen[:, None], mask=mask, positions=mask.sum(-1, keepdim=True) - 1,
                                         cache=cache)
     backend.stats["generated_tokens"] += sum(len(t) for t in tokens)
     texts = [answer_line(backend.tokenizer.decode(t, skip_special_tokens=True)) for t in tokens]
@@ -101,6 +106,7 @@ def beam_search(backend: Runner, last_logits: "torch.Tensor", cache, mask: "torc
     rows = torch.arange(b, device=dev).repeat_interleave(k)
     logits = last_logits[rows]
     cache.batch_select_indices(rows)
+    reserve_cache(cache, steps - 1)  # each step writes in place after the beams' reorder
     mask = mask[rows]
     vocab = logits.shape[-1]
     stops = torch.tensor(sorted(backend.stop_ids), dtype=torch.long, device=dev)
