@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from .batching import reserve_cache
 from .scoring import Runner, best_ranks, pad_golds
 from .text import answer_line
 
@@ -53,8 +52,6 @@ def greedy(backend: Runner, last_logits: "torch.Tensor", cache, mask: "torch.Ten
                 keep.append(row)
         if not keep or step + 1 == max_steps:
             break
-        if step == 0:
-            reserve_cache(cache, max_steps - 1)  # each step writes in place, no copy of the cache
         if len(keep) < len(active):  # rows that stopped leave the batch, the cache and the head
             rows = torch.tensor(keep, device=device)
             active = [active[r] for r in keep]
@@ -106,7 +103,6 @@ def beam_search(backend: Runner, last_logits: "torch.Tensor", cache, mask: "torc
     rows = torch.arange(b, device=dev).repeat_interleave(k)
     logits = last_logits[rows]
     cache.batch_select_indices(rows)
-    reserve_cache(cache, steps - 1)  # each step writes in place after the beams' reorder
     mask = mask[rows]
     vocab = logits.shape[-1]
     stops = torch.tensor(sorted(backend.stop_ids), dtype=torch.long, device=dev)
