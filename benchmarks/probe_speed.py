@@ -4,12 +4,15 @@
 
 MC time includes the shared prompt forward; tokens counted are prompt + option tokens for MC,
 and generated tokens for greedy decoding. A matmul peak measured in the same run puts the
-figures in context.
+figures in context: decode throughput is also given as a fraction of the float32 peak
+(2 x parameters FLOP per generated token, attention not counted), and the bfloat16 peak is
+measured beside it. Peak RSS is given as a multiple of the model's weight bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import torch
@@ -54,12 +57,20 @@ def main() -> None:
     mc_s = s["prompt_s"] + s["mc_s"]
     mc_tok = s["prompt_tokens"] + s["option_tokens"]
     peak = matmul_peak(getattr(torch, loaded.dtype))
+    fp32_peak = peak if loaded.dtype == "float32" else matmul_peak(torch.float32)
+    bf16_peak = matmul_peak(torch.bfloat16)
+    weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     print(f"model smollm2-135m  dtype {loaded.dtype}  batch {args.batch_size}  threads {torch.get_num_threads()}  "
           f"items {len(items)} ({args.langs})")
     print(f"MC scoring:  {len(items) / mc_s:7.1f} items/s  {mc_tok / mc_s:8.0f} tok/s  "
           f"({s['prompt_tokens']} prompt + {s['option_tokens']} option tokens in {mc_s:.1f} s)")
     print(f"generation:  {len(items) / s['generate_s']:7.1f} items/s  {s['generated_tokens'] / s['generate_s']:8.0f} tok/s  "
           f"({s['generated_tokens']} tokens in {s['generate_s']:.1f} s)")
+    decode_gflops = 2 * params * s["generated_tokens"] / s["generate_s"] / 1e9
+    print(f"decode:      ~{decode_gflops:.1f} GFLOP/s = {decode_gflops / fp32_peak:.1%} of the {fp32_peak:.0f} GFLOP/s "
+          f"float32 matmul peak (bfloat16 peak {bf16_peak:.0f} GFLOP/s, {bf16_peak / fp32_peak:.2f}x float32)")
+    print(f"memory:      peak RSS {rss / 1e6:.0f} MB = {rss / weight_bytes:.1f}x the weights ({weight_bytes / 1e6:.0f} MB)")
     achieved = 2 * params * (mc_tok + s["generated_tokens"]) / total / 1e9
     print(f"overall:     {len(items) / total:7.1f} items/s  ~{achieved:.0f} GFLOP/s of a {peak:.0f} GFLOP/s "
           f"{loaded.dtype} matmul peak ({achieved / peak:.1%})")

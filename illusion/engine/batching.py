@@ -38,3 +38,5 @@ def select_cache(cache, rows):
     sub.layers = [copy.copy(layer) for layer in cache.layers]
     sub.batch_select_indices(rows)
     return sub
+
+

@@ -52,12 +52,14 @@ def greedy(backend: Runner, last_logits: "torch.Tensor", cache, mask: "torch.Ten
                 keep.append(row)
         if not keep or step + 1 == max_steps:
             break
-        rows = torch.tensor(keep, device=device)
-        active = [active[r] for r in keep]
-        gold_ids = gold_ids[rows] if gold_ids is not None else None
-        cache.batch_select_indices(rows)
-        mask = torch.cat([mask[rows], torch.ones(len(keep), 1, dtype=mask.dtype, device=device)], dim=1)
-        logits, cache = backend.forward(chosen[rows][:, None], mask=mask, positions=mask.sum(-1, keepdim=True) - 1,
+        if len(keep) < len(active):  # rows that stopped leave the batch, the cache and the head
+            rows = torch.tensor(keep, device=device)
+            active = [active[r] for r in keep]
+            gold_ids = gold_ids[rows] if gold_ids is not None else None
+            cache.batch_select_indices(rows)
+            mask, chosen = mask[rows], chosen[rows]
+        mask = torch.cat([mask, torch.ones(len(keep), 1, dtype=mask.dtype, device=device)], dim=1)
+        logits, cache = backend.forward(chosen[:, None], mask=mask, positions=mask.sum(-1, keepdim=True) - 1,
                                         cache=cache)
     backend.stats["generated_tokens"] += sum(len(t) for t in tokens)
     texts = [answer_line(backend.tokenizer.decode(t, skip_special_tokens=True)) for t in tokens]
