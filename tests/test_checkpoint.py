@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_cli import prune_into, tree, unrelated_files
+from test_cli import check_refused_untouched, prune_into, tree, unrelated_files
 from tiny import write_gguf
 
 TEXT = "What is the name of the old river?"
@@ -73,11 +73,7 @@ def test_export_refuses_a_non_empty_out_it_did_not_write_and_leaves_it_untouched
     unrelated_files(out)
     (out / "config.json").write_text("{}")  # even a file the checkpoint would write: not replaced
     before = tree(out)
-    result = export(tiny_dir, out)
-    assert result.returncode == 2, result.stderr
-    assert f"--out {str(out)!r}" in result.stderr and "--force" in result.stderr
-    assert "Traceback" not in result.stderr and "loading" not in result.stderr  # refused before any work
-    assert tree(out) == before
+    check_refused_untouched(export(tiny_dir, out), out, before)
 
 
 def test_export_with_force_replaces_only_the_checkpoints_own_files(tiny_dir, tmp_path):

@@ -179,6 +179,15 @@ def unrelated_files(directory: Path) -> dict[str, bytes]:
     return tree(directory)
 
 
+def check_refused_untouched(result, out: Path, before: dict[str, bytes]) -> None:
+    """A command refused a non-empty ``--out`` it did not write: usage error naming --out and --force,
+    before any work, and every file there byte-identical."""
+    assert result.returncode == 2, result.stderr
+    assert f"--out {str(out)!r}" in result.stderr and "--force" in result.stderr
+    assert "Traceback" not in result.stderr and "loading" not in result.stderr  # refused before any work
+    assert tree(out) == before
+
+
 def zeros(directory: Path) -> float:
     from transformers import AutoModelForCausalLM
 
@@ -189,11 +198,7 @@ def zeros(directory: Path) -> float:
 def test_prune_refuses_a_non_empty_out_it_did_not_write(tiny_dir, tmp_path):
     out = tmp_path / "models"
     before = unrelated_files(out)
-    result = prune_into(tiny_dir, out)
-    assert result.returncode == 2, result.stderr
-    assert f"--out {str(out)!r}" in result.stderr and "--force" in result.stderr
-    assert "Traceback" not in result.stderr and "loading" not in result.stderr  # refused before any work
-    assert tree(out) == before
+    check_refused_untouched(prune_into(tiny_dir, out), out, before)
 
 
 def test_prune_force_and_rerun_replace_only_the_checkpoint_files(tiny_dir, tmp_path):
