@@ -368,14 +368,28 @@ def main_device(device_map: dict) -> str:
 
 def free_memory() -> None:
     """Give freed models' memory back now: collect reference cycles (modules and hooks refer to
-    each other, so dropping the last reference is not always enough) and empty CUDA's cache."""
+    each other, so dropping the last reference is not always enough), hand glibc's freed heap back
+    to the system (it keeps a freed model's small tensors otherwise: measured 340 MB of SmolLM2's
+    538 MB), and empty CUDA's cache."""
     import gc
 
     import torch
 
     gc.collect()
+    trim_heap()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def trim_heap() -> bool:
+    """``malloc_trim(0)``: return the free pages of glibc's heap to the system (False without glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to trim
+        return False
 
 
 def load_model(

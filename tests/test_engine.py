@@ -179,3 +179,54 @@ def test_a_call_mixing_decoding_settings_is_refused_before_any_work(tiny_model):
     with pytest.raises(ValueError, match=r"beam\(\): requests of one call must share beams"):
         backend.beam([BeamRequest("a", 4), BeamRequest("b", 2)])
     assert backend.stats["prompt_tokens"] == 0
+
+
+@given(st.lists(st.integers(1, 30), max_size=60), st.integers(1, 8), st.integers(1, 50))
+def test_option_chunks_cover_every_option_once_within_both_limits(lengths, max_rows, max_positions):
+    from illusion.engine.scoring import option_chunks
+
+    chunks = option_chunks(lengths, max_rows, max_positions)
+    assert [i for chunk in chunks for i in chunk] == list(range(len(lengths)))  # in order, each once
+    for chunk in chunks:
+        assert 1 <= len(chunk) <= max_rows
+        assert len(chunk) == 1 or sum(lengths[i] for i in chunk) <= max_positions  # only a too-long option is alone
+    for chunk, following in zip(chunks, chunks[1:]):  # a chunk ends only where the next option does not fit
+        assert len(chunk) == max_rows or sum(lengths[i] for i in chunk) + lengths[following[0]] > max_positions
+
+
+def mc_chunks(backend) -> list[tuple[int, int]]:
+    """Spy on a backend's MC chunk forwards: (logit positions, rows) of each, in order."""
+    seen, forward = [], backend.forward
+
+    def spy(ids, *, keep=1, **kwargs):
+        logits, cache = forward(ids, keep=keep, **kwargs)
+        if isinstance(keep, torch.Tensor):  # an MC chunk asks for logits at its real positions only
+            seen.append((logits.shape[0], ids.shape[0]))
+        return logits, cache
+
+    backend.forward = spy
+    return seen
+
+
+def test_mc_logits_stay_under_the_byte_bound_whatever_the_vocabulary(tiny_model, monkeypatch):
+    """With the logits bound set to five positions of the vocabulary, no MC forward asks for more
+    logits than that (unless one option alone is longer), and the scores stay those of the
+    unbounded chunks (within the batch tolerance)."""
+    from illusion.engine import ScoreRequest
+    from illusion.engine import scoring
+
+    prompts = [build_prompt(tiny_model.tokenizer, f"What is the {word}?", "chat") for word in WORDS[:6]]
+    requests = [ScoreRequest(p, (" ".join(WORDS[i:i + 4]), WORDS[i + 1], " ".join(WORDS[i:i + 7]), WORDS[i + 3]))
+                for i, p in enumerate(prompts)]
+    unbounded_backend = HFBackend(tiny_model)
+    unbounded_chunks = mc_chunks(unbounded_backend)
+    unbounded = unbounded_backend.score_options(requests)
+    monkeypatch.setattr(scoring, "MC_LOGITS_BYTES", 5 * 4 * len(tiny_model.tokenizer))
+    backend = HFBackend(tiny_model)
+    chunks = mc_chunks(backend)
+    bounded = backend.score_options(requests)
+    assert max(positions for positions, _ in unbounded_chunks) > 5  # the bound has something to split
+    assert all(positions <= 5 or rows == 1 for positions, rows in chunks)
+    assert sum(p for p, _ in chunks) == sum(p for p, _ in unbounded_chunks)  # every option position scored once
+    for a, b in zip(unbounded, bounded, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)

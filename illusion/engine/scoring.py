@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     import torch
 
 MC_CHUNK_ROWS = 64  # options scored per forward: larger chunks only add memory traffic on CPU
+# A chunk's float32 logits at its real positions stay under this whatever the vocabulary (its
+# log-softmax takes as much again): 1365 positions of SmolLM2's 49k vocabulary, which its 64
+# options never reach, but 256 of a 262k one (Gemma), where 64 options of 40 tokens would take 2.7 GB.
+MC_LOGITS_BYTES = 256 * 2**20
 
 
 class Runner(Protocol):
@@ -51,8 +55,9 @@ def score_options(backend: Runner, prompts: Sequence[str], options: Sequence[Seq
     for p, (q, o) in enumerate(pairs):
         scores[q][o] = first_logprobs[q, conts[p][0]].item()
     by_length = sorted((p for p in range(len(pairs)) if len(conts[p]) > 1), key=lambda p: (len(conts[p]), p))
-    for start in range(0, len(by_length), MC_CHUNK_ROWS):
-        part = by_length[start:start + MC_CHUNK_ROWS]
+    max_positions = max(1, MC_LOGITS_BYTES // (4 * last_logits.shape[-1]))
+    for part in option_chunks([len(conts[p]) - 1 for p in by_length], MC_CHUNK_ROWS, max_positions):
+        part = [by_length[i] for i in part]
         rows = torch.tensor([pairs[p][0] for p in part], device=device)
         cont_ids, cont_mask = right_pad([conts[p][:-1] for p in part], backend.pad_id, device)
         full_mask = torch.cat([mask[rows], cont_mask], dim=1)
@@ -71,6 +76,20 @@ def score_options(backend: Runner, prompts: Sequence[str], options: Sequence[Seq
             offset += n
     backend.stats["option_tokens"] += sum(len(c) for c in conts)
     return scores
+
+
+def option_chunks(lengths: Sequence[int], max_rows: int, max_positions: int) -> list[range]:
+    """Consecutive chunks of at most ``max_rows`` options whose ``lengths`` (scored positions)
+    sum to at most ``max_positions``; an option longer than that alone is a chunk of its own."""
+    chunks, start, total = [], 0, 0
+    for index, length in enumerate(lengths):
+        if index > start and (index - start == max_rows or total + length > max_positions):
+            chunks.append(range(start, index))
+            start, total = index, 0
+        total += length
+    if start < len(lengths):
+        chunks.append(range(start, len(lengths)))
+    return chunks
 
 
 def token_rank(logits: "torch.Tensor", token: int) -> int:
