@@ -66,9 +66,24 @@ def timed_run(pytest_args: list[str], cache: Path, echo: bool) -> dict:
     command = [sys.executable, __file__, "--child", str(rss_file), "--", *pytest_args]
     env = {**os.environ, "ILLUSION_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    phases: dict[str, float] = {}
+    stdout_file = cache / "pytest-stdout.txt"  # a file, not a pipe: pytest's report would fill a pipe nobody reads yet
+    with stdout_file.open("w") as sink:
+        child_process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.PIPE, text=True)
+        phases: dict[str, float] = {}
+        code = read_phases(child_process, phases, started, echo)
+    ended = time.perf_counter()
+    stdout = stdout_file.read_text()
+    summary = next((line.strip("= ") for line in reversed(stdout.splitlines()) if " in " in line and "passed" in line), "")
+    if code not in (0, 1):
+        sys.exit(f"the suite run failed (exit {code}):\n{stdout[-3000:]}")
+    return {"wall": round(ended - started, 1), "exit": code, "summary": summary,
+            "phases": {name: round(seconds, 1) for name, seconds in phases.items()},
+            "peak_rss": int(rss_file.read_text())}
+
+
+def read_phases(child_process: subprocess.Popen, phases: dict[str, float], started: float, echo: bool) -> int:
+    """Add each phase's seconds to ``phases`` as the child's progress lines arrive; its exit code."""
     current, since = "collect", started
-    child_process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in child_process.stderr:
         if echo:
             print(f"  {line}", end="", file=sys.stderr, flush=True)
@@ -77,16 +92,9 @@ def timed_run(pytest_args: list[str], cache: Path, echo: bool) -> dict:
             now = time.perf_counter()
             phases[current] = phases.get(current, 0.0) + now - since
             current, since = phase, now
-    stdout = child_process.stdout.read()
     code = child_process.wait()
-    ended = time.perf_counter()
-    phases[current] = phases.get(current, 0.0) + ended - since
-    summary = next((line.strip("= ") for line in reversed(stdout.splitlines()) if " in " in line and "passed" in line), "")
-    if code not in (0, 1):
-        sys.exit(f"the suite run failed (exit {code}):\n{stdout[-3000:]}")
-    return {"wall": round(ended - started, 1), "exit": code, "summary": summary,
-            "phases": {name: round(seconds, 1) for name, seconds in phases.items()},
-            "peak_rss": int(rss_file.read_text())}
+    phases[current] = phases.get(current, 0.0) + time.perf_counter() - since
+    return code
 
 
 def compare_scopes(first: Path, second: Path) -> int:
