@@ -111,13 +111,14 @@ def compare_scopes(first: Path, second: Path) -> int:
         other = two[key]
         a, b = item["candidate"], other["candidate"]
         same = item["outcome"] == other["outcome"] and all(a[name] == b[name] for name in fields)
-        if a["recovered_by"] is not None and b["recovered_by"] is not None:
+        if a["category"] == "recognition_only" and a["recovered_by"] is not None and b["recovered_by"] is not None:
             both_probed += 1
             same = same and a["recovered_by"] == b["recovered_by"] and a["recovery"] == b["recovery"]
         if not same:
             differ.append("-".join(key))
-    probed = [sum(item["candidate"]["recovered_by"] is not None for item in side.values()) for side in (one, two)]
-    print(f"{len(one)} items; recovery probed on {probed[0]} ({first.name}) and {probed[1]} ({second.name}), "
+    probed = [sum(item["candidate"]["category"] == "recognition_only" and item["candidate"]["recovered_by"] is not None
+                  for item in side.values()) for side in (one, two)]
+    print(f"{len(one)} items; recovery probes ran on {probed[0]} recognition-only items ({first}) and {probed[1]} ({second}), "
           f"{both_probed} by both; items whose verdicts differ: {len(differ)} {differ[:10]}")
     return 1 if differ else 0
 
