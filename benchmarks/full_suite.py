@@ -10,8 +10,8 @@ converted SmolLM2:
 * ``prepare``: the same command on one item per language with ``--illusion-no-cache``, which prunes
   and caches the pruned model (the issue's "cold" has the pruned model cached);
 * ``cold``: the whole suite on an empty results store: nothing is read from it, every item is
-  probed on both sides and the recovery probes run (writing the results costs well under a second,
-  so this is ``--illusion-no-cache``'s work);
+  probed on both sides and the recovery probes run (``--illusion-no-cache``'s work, plus writing
+  the results, which the warm run needs);
 * ``warm``: the same command again, everything read from the store the cold run filled.
 
 Each run's phases are timed from its progress lines on stderr (loading, pruning, probing each side,
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from memory import ITEMSIZE, PHASES, checkpoint_params, fresh_cache  # noqa: E402  (benchmarks is not a package)
+from memory import ITEMSIZE, checkpoint_params, fresh_cache, phase_of  # noqa: E402  (benchmarks is not a package)
 
 RUNS = ("cold", "warm")
 
@@ -49,15 +49,6 @@ def child(pytest_args: list[str], rss_file: str) -> int:
     code = pytest.main(pytest_args)
     Path(rss_file).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
     return int(code)
-
-
-def phase_of(message: str) -> str | None:
-    """The phase a progress message starts (memory.py's prefixes), or None for any other line."""
-    text = message.removeprefix("[illusion] ")
-    phase = next((name for prefix, name in PHASES if text.startswith(prefix)), None)
-    if phase == "probe":
-        return "probe " + ("reference" if " on the reference" in text else "candidate")
-    return phase
 
 
 def timed_run(pytest_args: list[str], cache: Path, echo: bool) -> dict:
@@ -106,18 +97,20 @@ def compare_scopes(first: Path, second: Path) -> int:
     if one.keys() != two.keys():
         sys.exit(f"the reports hold different items ({len(one)} and {len(two)}): not the same run")
     fields = ("mc_correct", "gen_correct", "category", "gold_rank", "first_position_rank", "generation")
+    def recovered(result: dict) -> bool:  # a recognition-only item the recovery probes ran on
+        return result["category"] == "recognition_only" and result["recovered_by"] is not None
+
     differ, both_probed = [], 0
     for key, item in one.items():
         other = two[key]
         a, b = item["candidate"], other["candidate"]
         same = item["outcome"] == other["outcome"] and all(a[name] == b[name] for name in fields)
-        if a["category"] == "recognition_only" and a["recovered_by"] is not None and b["recovered_by"] is not None:
+        if recovered(a) and recovered(b):
             both_probed += 1
             same = same and a["recovered_by"] == b["recovered_by"] and a["recovery"] == b["recovery"]
         if not same:
             differ.append("-".join(key))
-    probed = [sum(item["candidate"]["category"] == "recognition_only" and item["candidate"]["recovered_by"] is not None
-                  for item in side.values()) for side in (one, two)]
+    probed = [sum(recovered(item["candidate"]) for item in side.values()) for side in (one, two)]
     print(f"{len(one)} items; recovery probes ran on {probed[0]} recognition-only items ({first}) and {probed[1]} ({second}), "
           f"{both_probed} by both; items whose verdicts differ: {len(differ)} {differ[:10]}")
     return 1 if differ else 0

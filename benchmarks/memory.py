@@ -37,6 +37,15 @@ PHASES = (("loading ", "load"), ("converting ", "load"), ("pruning ", "prune"), 
 ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "float32": 4, "bfloat16": 2, "float16": 2}
 
 
+def phase_of(message: str) -> str | None:
+    """The phase a progress message starts (``PHASES``; probing split by side), or None for any other."""
+    text = message.removeprefix("[illusion] ")
+    phase = next((name for prefix, name in PHASES if text.startswith(prefix)), None)
+    if phase == "probe":
+        return "probe " + ("reference" if " on the reference" in text else "candidate")
+    return phase
+
+
 def status_kb(field: str) -> int | None:
     """A field of /proc/self/status in kB (None where there is no /proc)."""
     try:
@@ -94,11 +103,9 @@ class Phases:
     def note(self, message: str) -> None:
         if self.verbose:
             print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-        phase = next((name for prefix, name in PHASES if message.startswith(prefix)), None)
+        phase = phase_of(message)
         if phase is None:
             return
-        if phase == "probe":
-            phase = "probe " + ("reference" if " on the reference" in message else "candidate")
         if phase != self.current:
             self.switch(phase)
 

@@ -384,11 +384,10 @@ def free_memory() -> None:
 def trim_heap() -> bool:
     """``malloc_trim(0)``: return the free pages of glibc's heap to the system (False without glibc)."""
     import ctypes
-    import ctypes.util
 
-    try:
-        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to trim
+    try:  # the process's own symbols: libc is loaded already, no library search
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS; Windows takes no None): nothing to trim
         return False
 
 

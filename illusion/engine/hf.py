@@ -88,8 +88,7 @@ class HFBackend:
         if any(r.gold_forms for r in requests):
             return [answer for _, answer in self._probe(None, requests, progress)]
         out: list[Greedy] = []
-        for batch in self._batches(requests):
-            last, cache, mask = self._prompt_forward(self._encode([r.prompt for r in batch]))
+        for batch, last, cache, mask in self._forwarded_batches(requests):
             texts, _, _ = self._timed("generate_s", decoding.greedy, self, last, cache, mask)
             out += [Greedy(text) for text in texts]
         return out
@@ -106,8 +105,7 @@ class HFBackend:
 
         temperature = _one_value("sample", "temperature", [r.temperature for r in requests])
         out: list[tuple[str, ...]] = []
-        for batch in self._batches(requests):
-            last, cache, mask = self._prompt_forward(self._encode([r.prompt for r in batch]))
+        for batch, last, cache, mask in self._forwarded_batches(requests):
             counts = [len(r.seeds) for r in batch]
             rows = torch.repeat_interleave(torch.arange(len(batch), device=self.device),
                                            torch.tensor(counts, device=self.device))
@@ -123,8 +121,7 @@ class HFBackend:
     def beam(self, requests: Sequence[BeamRequest]) -> list[tuple[str, ...]]:
         width = _one_value("beam", "beams", [r.beams for r in requests])
         out: list[tuple[str, ...]] = []
-        for batch in self._batches(requests):
-            last, cache, mask = self._prompt_forward(self._encode([r.prompt for r in batch]))
+        for batch, last, cache, mask in self._forwarded_batches(requests):
             beams = self._timed("generate_s", decoding.beam_search, self, last, cache, mask, width)
             out += [tuple(texts) for texts in beams]
         return out
@@ -235,8 +232,12 @@ class HFBackend:
                 progress(f"{min(start + self.batch_size, len(order))}/{len(order)} items")
         return [results[i] for i in range(len(prompts))]
 
-    def _batches(self, requests: Sequence) -> list[Sequence]:
-        return [requests[i:i + self.batch_size] for i in range(0, len(requests), self.batch_size)]
+    def _forwarded_batches(self, requests: Sequence):
+        """The requests in batches, in the given order, each with its prompts' forward:
+        (batch, last-position logits, KV cache, attention mask)."""
+        for start in range(0, len(requests), self.batch_size):
+            batch = requests[start:start + self.batch_size]
+            yield (batch, *self._prompt_forward(self._encode([r.prompt for r in batch])))
 
     def _timed(self, phase: str, function, *args, **kwargs):
         start = time.perf_counter()

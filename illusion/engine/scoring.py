@@ -56,8 +56,8 @@ def score_options(backend: Runner, prompts: Sequence[str], options: Sequence[Seq
         scores[q][o] = first_logprobs[q, conts[p][0]].item()
     by_length = sorted((p for p in range(len(pairs)) if len(conts[p]) > 1), key=lambda p: (len(conts[p]), p))
     max_positions = max(1, MC_LOGITS_BYTES // (4 * last_logits.shape[-1]))
-    for part in option_chunks([len(conts[p]) - 1 for p in by_length], MC_CHUNK_ROWS, max_positions):
-        part = [by_length[i] for i in part]
+    for chunk in option_chunks([len(conts[p]) - 1 for p in by_length], MC_CHUNK_ROWS, max_positions):
+        part = [by_length[i] for i in chunk]
         rows = torch.tensor([pairs[p][0] for p in part], device=device)
         cont_ids, cont_mask = right_pad([conts[p][:-1] for p in part], backend.pad_id, device)
         full_mask = torch.cat([mask[rows], cont_mask], dim=1)
