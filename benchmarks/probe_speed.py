@@ -4,9 +4,11 @@
 
 MC time includes the shared prompt forward; tokens counted are prompt + option tokens for MC,
 and generated tokens for greedy decoding. A matmul peak measured in the same run puts the
-figures in context: decode throughput is also given as a fraction of the float32 peak
-(2 x parameters FLOP per generated token, attention not counted), and the bfloat16 peak is
-measured beside it. Peak RSS is given as a multiple of the model's weight bytes.
+figures in context, counting the matmul work the engine ran (attention not counted): 2 x the
+layers' weights per token through the layers (padding included; the chat template's shared
+prefix, computed once, not) and 2 x the vocabulary head's per position it scored. Decode
+throughput is given as a fraction of the float32 peak, and the bfloat16 peak is measured
+beside it. Peak RSS is given as a multiple of the model's weight bytes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def matmul_weights(model) -> tuple[int, int]:
+    """(weights of the layers' matmuls, weights of the vocabulary head): the embedding lookup
+    is not a matmul, and a head tied to the embedding is counted once, as the head."""
+    embedding = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())
+    body = total - embedding.numel() - (0 if head is embedding else head.numel())
+    return body, head.numel()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--langs", default="en,fr,zh")
@@ -53,7 +65,7 @@ def main() -> None:
     probe_on(engine, items)
     total = time.perf_counter() - start
     s = engine.stats
-    params = sum(p.numel() for p in loaded.model.parameters())
+    body, head = matmul_weights(loaded.model)
     mc_s = s["prompt_s"] + s["mc_s"]
     mc_tok = s["prompt_tokens"] + s["option_tokens"]
     peak = matmul_peak(getattr(torch, loaded.dtype))
@@ -67,13 +79,15 @@ def main() -> None:
           f"({s['prompt_tokens']} prompt + {s['option_tokens']} option tokens in {mc_s:.1f} s)")
     print(f"generation:  {len(items) / s['generate_s']:7.1f} items/s  {s['generated_tokens'] / s['generate_s']:8.0f} tok/s  "
           f"({s['generated_tokens']} tokens in {s['generate_s']:.1f} s)")
-    decode_gflops = 2 * params * s["generated_tokens"] / s["generate_s"] / 1e9
+    decode_gflops = 2 * (body + head) * s["generated_tokens"] / s["generate_s"] / 1e9
     print(f"decode:      ~{decode_gflops:.1f} GFLOP/s = {decode_gflops / fp32_peak:.1%} of the {fp32_peak:.0f} GFLOP/s "
           f"float32 matmul peak (bfloat16 peak {bf16_peak:.0f} GFLOP/s, {bf16_peak / fp32_peak:.2f}x float32)")
     print(f"memory:      peak RSS {rss / 1e6:.0f} MB = {rss / weight_bytes:.1f}x the weights ({weight_bytes / 1e6:.0f} MB)")
-    achieved = 2 * params * (mc_tok + s["generated_tokens"]) / total / 1e9
+    work = 2 * (body * s["forward_tokens"] + head * s["head_rows"])
+    achieved = work / total / 1e9
     print(f"overall:     {len(items) / total:7.1f} items/s  ~{achieved:.0f} GFLOP/s of a {peak:.0f} GFLOP/s "
-          f"{loaded.dtype} matmul peak ({achieved / peak:.1%})")
+          f"{loaded.dtype} matmul peak ({achieved / peak:.1%}); {work / 1e12:.2f} TFLOP run: "
+          f"{s['forward_tokens']} tokens through the layers, {s['head_rows']} through the head")
 
 
 if __name__ == "__main__":

@@ -230,3 +230,29 @@ def test_mc_logits_stay_under_the_byte_bound_whatever_the_vocabulary(tiny_model,
     assert sum(p for p, _ in chunks) == sum(p for p, _ in unbounded_chunks)  # every option position scored once
     for a, b in zip(unbounded, bounded, strict=True):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_work_counters_equal_what_the_model_ran(tiny_model):
+    """``forward_tokens`` and ``head_rows`` (the benchmarks' FLOP count) are the tokens the model's
+    forwards took in and the logit rows they gave out, the shared chat prefix run once apart."""
+    backend = HFBackend(tiny_model, batch_size=3)
+    seen = {"tokens": 0, "rows": 0}
+
+    def count(module, args, kwargs, output):
+        seen["tokens"] += kwargs["input_ids"].numel()
+        seen["rows"] += output.logits.numel() // output.logits.shape[-1]
+
+    backend._prefix_cache  # computed once per backend, before counting starts
+    before = (backend.stats["forward_tokens"], backend.stats["head_rows"])
+    handle = tiny_model.model.register_forward_hook(count, with_kwargs=True)
+    try:
+        prompts = [build_prompt(tiny_model.tokenizer, f"What is the {word}?", "chat") for word in WORDS[:5]]
+        from illusion.engine import GreedyRequest, ScoreRequest
+
+        backend.score_and_greedy([(ScoreRequest(p, (WORDS[i], WORDS[i + 1] * 3)), GreedyRequest(p, (WORDS[i],)))
+                                  for i, p in enumerate(prompts)])
+    finally:
+        handle.remove()
+    assert seen["tokens"] > 0 and seen["rows"] > 0
+    counted = (backend.stats["forward_tokens"] - before[0], backend.stats["head_rows"] - before[1])
+    assert counted == (seen["tokens"], seen["rows"])

@@ -67,9 +67,12 @@ class HFBackend:
         self._has_text: dict[int, bool] = {}  # token id -> its text is not just whitespace
         # Ask the model for logits only where they are used (a forward without the argument gives all).
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        # Wall time and token counts per phase, for benchmarks/probe_speed.py.
+        # Wall time and token counts per phase, for benchmarks/probe_speed.py. The work actually run
+        # is counted apart: ``forward_tokens`` went through the layers (padding included, the shared
+        # prompt prefix not), ``head_rows`` through the vocabulary head.
         self.stats = {"prompt_s": 0.0, "mc_s": 0.0, "generate_s": 0.0,
-                      "prompt_tokens": 0, "option_tokens": 0, "generated_tokens": 0}
+                      "prompt_tokens": 0, "option_tokens": 0, "generated_tokens": 0,
+                      "forward_tokens": 0, "head_rows": 0}
 
     # ------------------------------------------------------------------ the Backend protocol
 
@@ -149,6 +152,8 @@ class HFBackend:
             logits = logits[:, -1]
         elif logits.dim() == 3:  # a forward without logits_to_keep returns every position
             logits = logits[keep]
+        self.stats["forward_tokens"] += ids.numel()
+        self.stats["head_rows"] += out.logits.numel() // out.logits.shape[-1]
         return logits.float(), out.cache
 
     def _encode(self, prompts: Sequence[str]) -> list[list[int]]:
