@@ -1,6 +1,7 @@
 """Probe-engine throughput on the embedded SmolLM2: items/s and tokens/s for MC scoring and generation.
 
     python benchmarks/probe_speed.py [--langs en,fr] [--limit 40] [--dtype auto] [--batch-size 64]
+                                     [--recovery-items 64]
 
 MC time includes the shared prompt forward; tokens counted are prompt + option tokens for MC,
 and generated tokens for greedy decoding. A matmul peak measured in the same run puts the
@@ -8,7 +9,10 @@ figures in context, counting the matmul work the engine ran (attention not count
 layers' weights per token through the layers (padding included; the chat template's shared
 prefix, computed once, not) and 2 x the vocabulary head's per position it scored. Decode
 throughput is given as a fraction of the float32 peak, and the bfloat16 peak is measured
-beside it. Peak RSS is given as a multiple of the model's weight bytes.
+beside it. Peak RSS is given as a multiple of the model's weight bytes. The model's own matmul
+shapes are timed alone at the batch's row count, to tell the products' speed from the rest.
+``--recovery-items N`` also runs the recovery probes (beam, sampling, one-shot) on the first N
+items and counts their work the same way.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import time
 
 import torch
 
+from illusion.data import exemplar_for
 from illusion.models import load_model, parse_spec
-from illusion.probes import ProbeConfig, open_engine, probe_on
-from illusion.sources import load_items
+from illusion.probes import ProbeConfig, open_engine, probe_on, recover_on
+from illusion.sources import load_exemplars, load_items
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -45,6 +50,40 @@ def matmul_weights(model) -> tuple[int, int]:
     return body, head.numel()
 
 
+def linear_rates(model, rows: int, dtype: torch.dtype, repeats: int = 20) -> dict[tuple[int, int], float]:
+    """GFLOP/s of each distinct (in, out) matmul shape of the model's linear layers and head, with
+    ``rows`` rows, timed alone (its weights stay in cache: an upper bound for the same product
+    inside a forward)."""
+    shapes = sorted({(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)})
+    rates = {}
+    for k, n in shapes:
+        x, w = torch.randn(rows, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
+        torch.nn.functional.linear(x, w)
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                torch.nn.functional.linear(x, w)
+            best = min(best, (time.perf_counter() - start) / repeats)
+        rates[(k, n)] = 2 * rows * k * n / best / 1e9
+    return rates
+
+
+def recovery_work(engine, items, body: int, head: int, peak: float) -> str:
+    """The recovery probes on ``items``: wall time and matmul work per item, as a fraction of peak."""
+    exemplars = load_exemplars(sorted({i.lang for i in items}))
+    pairs = [(item, exemplar_for(item, exemplars)) for item in items]
+    engine.stats = dict.fromkeys(engine.stats, 0)
+    start = time.perf_counter()
+    recover_on(engine, pairs, batch_size=engine.batch_size, seed=0)
+    wall = time.perf_counter() - start
+    s = engine.stats
+    work = 2 * (body * s["forward_tokens"] + head * s["head_rows"])
+    return (f"recovery:    {len(items)} items in {wall:.1f} s, {work / 1e9 / len(items):.1f} GFLOP an item, "
+            f"~{work / wall / 1e9:.0f} GFLOP/s ({work / wall / 1e9 / peak:.1%} of peak); "
+            f"{s['generated_tokens']} tokens generated")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--langs", default="en,fr,zh")
@@ -52,6 +91,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--recovery-items", type=int, default=0,
+                        help="also run the recovery probes on this many items and count their work")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,9 +126,15 @@ def main() -> None:
     print(f"memory:      peak RSS {rss / 1e6:.0f} MB = {rss / weight_bytes:.1f}x the weights ({weight_bytes / 1e6:.0f} MB)")
     work = 2 * (body * s["forward_tokens"] + head * s["head_rows"])
     achieved = work / total / 1e9
+    rates = linear_rates(loaded.model, args.batch_size, getattr(torch, loaded.dtype))
+    print(f"matmuls:     alone at {args.batch_size} rows, of the {loaded.dtype} peak: "
+          + ", ".join(f"{k}->{n} {r / peak:.0%}" for (k, n), r in rates.items()))
     print(f"overall:     {len(items) / total:7.1f} items/s  ~{achieved:.0f} GFLOP/s of a {peak:.0f} GFLOP/s "
           f"{loaded.dtype} matmul peak ({achieved / peak:.1%}); {work / 1e12:.2f} TFLOP run: "
           f"{s['forward_tokens']} tokens through the layers, {s['head_rows']} through the head")
+
+    if args.recovery_items:
+        print(recovery_work(engine, items[: args.recovery_items], body, head, peak))
 
 
 if __name__ == "__main__":
