@@ -69,6 +69,21 @@ def linear_rates(model, rows: int, dtype: torch.dtype, repeats: int = 20) -> dic
     return rates
 
 
+def token_step_rate(model, rows: int, repeats: int = 5) -> float:
+    """GFLOP/s of one token per row through the whole model (no cache, logits at that token):
+    a decode step's matmuls with the weights streamed from memory, as inside decoding."""
+    body, head = matmul_weights(model)
+    ids = torch.randint(100, 1000, (rows, 1))
+    with torch.inference_mode():
+        model(input_ids=ids, use_cache=False)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(input_ids=ids, use_cache=False)
+            best = min(best, time.perf_counter() - start)
+    return 2 * (body + head) * rows / best / 1e9
+
+
 def recovery_work(engine, items, body: int, head: int, peak: float) -> str:
     """The recovery probes on ``items``: wall time and matmul work per item, as a fraction of peak."""
     exemplars = load_exemplars(sorted({i.lang for i in items}))
@@ -91,14 +106,22 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--step-rows", default="",
+                        help="only time one token a row through the model at these row counts (e.g. 1,64,512)")
     parser.add_argument("--recovery-items", type=int, default=0,
                         help="also run the recovery probes on this many items and count their work")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    items = load_items(langs=args.langs.split(","), limit_per_lang=args.limit)
     loaded = load_model(parse_spec("smollm2-135m"), dtype=args.dtype, device="cpu")
+    if args.step_rows:
+        body, head = matmul_weights(loaded.model)
+        for rows in map(int, args.step_rows.split(",")):
+            rate = token_step_rate(loaded.model, rows)
+            print(f"one token a row, {rows:4d} rows: {2 * (body + head) / rate / 1e6:6.2f} ms a row, {rate:6.1f} GFLOP/s")
+        return
+    items = load_items(langs=args.langs.split(","), limit_per_lang=args.limit)
     engine = open_engine(loaded, ProbeConfig(batch_size=args.batch_size))
     probe_on(engine, items[: args.batch_size])  # warm-up: kernels, allocator
     engine.stats = dict.fromkeys(engine.stats, 0)
@@ -128,7 +151,8 @@ def main() -> None:
     achieved = work / total / 1e9
     rates = linear_rates(loaded.model, args.batch_size, getattr(torch, loaded.dtype))
     print(f"matmuls:     alone at {args.batch_size} rows, of the {loaded.dtype} peak: "
-          + ", ".join(f"{k}->{n} {r / peak:.0%}" for (k, n), r in rates.items()))
+          + ", ".join(f"{k}->{n} {r / peak:.0%}" for (k, n), r in rates.items())
+          + f"; one token a row through the whole model {token_step_rate(loaded.model, args.batch_size) / peak:.0%}")
     print(f"overall:     {len(items) / total:7.1f} items/s  ~{achieved:.0f} GFLOP/s of a {peak:.0f} GFLOP/s "
           f"{loaded.dtype} matmul peak ({achieved / peak:.1%}); {work / 1e12:.2f} TFLOP run: "
           f"{s['forward_tokens']} tokens through the layers, {s['head_rows']} through the head")
