@@ -256,3 +256,39 @@ def test_work_counters_equal_what_the_model_ran(tiny_model):
     assert seen["tokens"] > 0 and seen["rows"] > 0
     counted = (backend.stats["forward_tokens"] - before[0], backend.stats["head_rows"] - before[1])
     assert counted == (seen["tokens"], seen["rows"])
+
+
+def test_rows_view_gives_the_copied_rows_forward_and_keeps_nothing(tiny_model):
+    """MC options read their prompts' cache through ``rows_view``: the same logits, bit for bit,
+    as through a full copy of the rows, with the original cache and the view left as they were."""
+    from illusion.engine.batching import left_pad, rows_view, select_cache
+
+    backend = HFBackend(tiny_model)
+    prompts = [encode_prompt(tiny_model.tokenizer, build_prompt(tiny_model.tokenizer, f"What is the {w}?", "chat"),
+                             "chat") for w in WORDS[:3]]
+    ids, mask = left_pad(prompts, backend.pad_id, backend.device)
+    with torch.inference_mode():
+        _, cache = backend.forward(ids, mask=mask, positions=(mask.cumsum(-1) - 1).clamp(min=0))
+        before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+        rows = torch.tensor([2, 0, 0, 1, 2])  # repeats, out of order: four options' prompts
+        cont = torch.randint(5, 50, (len(rows), 3))
+        full_mask = torch.cat([mask[rows], torch.ones_like(cont)], dim=1)
+        positions = mask[rows].sum(-1, keepdim=True) + torch.arange(3)
+        view = rows_view(cache, rows)
+        outputs = [backend.forward(cont, mask=full_mask, positions=positions, cache=c, keep=torch.ones_like(cont).bool(),
+                                   use_cache=False)[0] for c in (select_cache(cache, rows), view)]
+    assert torch.equal(outputs[0], outputs[1])
+    for layer, (keys, values), seen in zip(cache.layers, before, view.layers):
+        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
+        assert seen.keys is layer.keys  # the view appended nothing and copied nothing
+
+
+@given(st.integers(1, 150), st.integers(2, 40), st.data())
+def test_target_logprobs_equal_one_log_softmax_bit_for_bit(rows, vocab, data):
+    from illusion.engine.scoring import target_logprobs
+
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    logits = torch.randn(rows, vocab, generator=torch.Generator().manual_seed(seed)) * 10
+    targets = torch.tensor(data.draw(st.lists(st.integers(0, vocab - 1), min_size=rows, max_size=rows)))
+    whole = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    assert torch.equal(target_logprobs(logits, targets), whole)

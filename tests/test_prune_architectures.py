@@ -248,3 +248,29 @@ def test_the_suite_runs_on_the_in_process_pruned_model(arch, dense, pytester, tm
     assert report["config"]["prune"] == "wanda:0.5" and len(report["items"]) == 2
     assert all(("<|im_start|>" in i["prompt"]) == ARCHS[arch].chat for i in report["items"])  # chat template used
     assert any(i["candidate"]["mc_scores"] != i["reference"]["mc_scores"] for i in report["items"])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_mc_scores_equal_a_full_forward_on_every_architecture(arch, dense):
+    """Options scored on their prompts' shared cache (a view of its rows on plain layers, a copy
+    on sliding-window and other layers) give each option's log-probability from one full forward."""
+    from illusion.data import Item
+    from illusion.engine.text import continuation_ids, encode_prompt
+    from illusion.models import load_model, parse_spec
+    from illusion.probes import ProbeConfig, probe
+
+    loaded = load_model(parse_spec(str(dense(arch))), dtype="float32", device="cpu")
+    items = [Item(id=f"a{i}", lang="en", question=f"What is the {' '.join(WORDS[i:i + 1 + i % 3])}?",
+                  answer=WORDS[i], aliases=(), distractors=(WORDS[i + 1], WORDS[i + 2] * 2), type="entity")
+             for i in range(4)]
+    results = probe(loaded, items, ProbeConfig(batch_size=3, max_new_tokens=2))
+    for result in results:
+        fmt = "chat" if ARCHS[arch].chat else "plain"
+        prompt_ids = encode_prompt(loaded.tokenizer, result.prompt, fmt)
+        for option, score in zip(result.options, result.mc_scores):
+            cont = continuation_ids(loaded.tokenizer, result.prompt, option)
+            with torch.no_grad():
+                logits = loaded.model(torch.tensor([prompt_ids + cont])).logits[0].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            naive = sum(logprobs[len(prompt_ids) - 1 + k, t].item() for k, t in enumerate(cont))
+            assert score == pytest.approx(naive, abs=1e-4), (arch, option)

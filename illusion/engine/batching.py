@@ -40,3 +40,31 @@ def select_cache(cache, rows):
     return sub
 
 
+def rows_view(cache, rows):
+    """The KV cache's ``rows`` (with repeats) for one forward that keeps nothing: each layer
+    gathers its rows only when it attends, joins the new tokens' keys and values to them, and
+    drops them after, so no layer holds a copy while another computes. ``select_cache`` holds all
+    layers' copies at once and then what the forward appends to them (MC option chunks would
+    double the batch's cache). The original stays untouched; layers of any other kind than a
+    plain ``DynamicLayer`` (sliding windows, linear attention, quantized) get ``select_cache``'s copy.
+    """
+    sub = copy.copy(cache)
+    sub.layers = [_layer_rows_view(layer, rows) for layer in cache.layers]
+    return sub
+
+
+def _layer_rows_view(layer, rows):
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    view = copy.copy(layer)
+    if type(layer) is not DynamicLayer or not layer.is_initialized:
+        view.batch_select_indices(rows)
+        return view
+
+    def update(key_states, value_states, *args, **kwargs):
+        return (torch.cat([layer.keys[rows], key_states], dim=-2),
+                torch.cat([layer.values[rows], value_states], dim=-2))
+
+    view.update = update
+    return view

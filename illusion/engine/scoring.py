@@ -5,17 +5,18 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Protocol, Sequence
 
-from .batching import right_pad, select_cache
+from .batching import right_pad, rows_view
 from .text import continuation_ids
 
 if TYPE_CHECKING:
     import torch
 
 MC_CHUNK_ROWS = 64  # options scored per forward: larger chunks only add memory traffic on CPU
-# A chunk's float32 logits at its real positions stay under this whatever the vocabulary (its
-# log-softmax takes as much again): 1365 positions of SmolLM2's 49k vocabulary, which its 64
-# options never reach, but 256 of a 262k one (Gemma), where 64 options of 40 tokens would take 2.7 GB.
+# A chunk's float32 logits at its real positions stay under this whatever the vocabulary: 1365
+# positions of SmolLM2's 49k vocabulary, which its 64 options never reach, but 256 of a 262k one
+# (Gemma), where 64 options of 40 tokens would take 2.7 GB.
 MC_LOGITS_BYTES = 256 * 2**20
+LOG_SOFTMAX_ROWS = 64  # positions log-softmaxed at a time (each row is its own softmax: the same numbers)
 
 
 class Runner(Protocol):
@@ -63,11 +64,10 @@ def score_options(backend: Runner, prompts: Sequence[str], options: Sequence[Seq
         full_mask = torch.cat([mask[rows], cont_mask], dim=1)
         positions = mask[rows].sum(-1, keepdim=True) + torch.arange(cont_ids.shape[1], device=device)
         real = cont_mask.bool()  # the logits at token t predict token t+1 of the option
-        logits, _ = backend.forward(cont_ids, mask=full_mask, positions=positions, cache=select_cache(cache, rows),
-                                    keep=real, use_cache=False)
-        logprobs = torch.log_softmax(logits, dim=-1)  # [real positions, V]
+        logits, _ = backend.forward(cont_ids, mask=full_mask, positions=positions, cache=rows_view(cache, rows),
+                                    keep=real, use_cache=False)  # [real positions, V]
         targets = torch.tensor([t for p in part for t in conts[p][1:]], device=device)
-        picked = logprobs.gather(-1, targets[:, None]).squeeze(-1).tolist()
+        picked = target_logprobs(logits, targets).tolist()
         offset = 0
         for p in part:
             q, o = pairs[p]
@@ -76,6 +76,15 @@ def score_options(backend: Runner, prompts: Sequence[str], options: Sequence[Seq
             offset += n
     backend.stats["option_tokens"] += sum(len(c) for c in conts)
     return scores
+
+
+def target_logprobs(logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
+    """``log_softmax(logits)[i, targets[i]]`` for each row, a few rows at a time, so that no
+    second [rows, V] tensor is ever whole beside the logits."""
+    import torch
+
+    return torch.cat([torch.log_softmax(part, dim=-1).gather(-1, wanted[:, None]).squeeze(-1)
+                      for part, wanted in zip(logits.split(LOG_SOFTMAX_ROWS), targets.split(LOG_SOFTMAX_ROWS))])
 
 
 def option_chunks(lengths: Sequence[int], max_rows: int, max_positions: int) -> list[range]:
