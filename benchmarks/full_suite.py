@@ -16,7 +16,7 @@ converted SmolLM2:
 
 Each run's phases are timed from its progress lines on stderr (loading, pruning, probing each side,
 the recovery probes, the rest: collection before and reporting after); peak RSS is the child's own
-``ru_maxrss``, also as a multiple of one model's weight bytes. The pytest summary line and the
+high-water mark (``VmHWM``), also as a multiple of one model's weight bytes. The pytest summary line and the
 recovery scope are printed with the figures. ``--report DIR`` keeps the cold run's report.json;
 ``--compare INDUCED.json ALL.json`` then checks that two scopes agree on every item (outcome,
 category, ranks, generation) and on the recovery verdict of every item both probed.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from memory import ITEMSIZE, checkpoint_params, fresh_cache, phase_of  # noqa: E402  (benchmarks is not a package)
+from memory import ITEMSIZE, checkpoint_params, fresh_cache, peak_bytes, phase_of  # noqa: E402  (benchmarks is not a package)
 
 RUNS = ("cold", "warm")
 
@@ -47,7 +46,9 @@ def child(pytest_args: list[str], rss_file: str) -> int:
     import pytest
 
     code = pytest.main(pytest_args)
-    Path(rss_file).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child would report
+    # this benchmark's own peak (a model converted or loaded to count its weights) as its own.
+    Path(rss_file).write_text(str(peak_bytes()))
     return int(code)
 
 
