@@ -51,6 +51,11 @@ def last_logits(engine, rows: list[list[int]], side: str) -> torch.Tensor:
     return logits
 
 
+def encoded_questions(engine, items) -> list[list[int]]:
+    """Each item's question as the engine's prompt tokens."""
+    return engine._encode([engine.render([Message("user", i.question)]) for i in items])
+
+
 def compare(got: list[torch.Tensor], want: list[torch.Tensor]) -> tuple[float, int]:
     """Largest |difference| and argmax changes between two rows' logits, step by step."""
     worst = max(float((a - b).abs().max()) for a, b in zip(got, want))
@@ -156,9 +161,9 @@ def main() -> None:
     print(f"{args.dtype}, threads {torch.get_num_threads()}")
     with torch.inference_mode():
         items = load_items(langs=["en", "zh"], limit_per_lang=args.prompts // 2 or 1)
-        padding_effects(engine, engine._encode([engine.render([Message("user", i.question)]) for i in items]))
+        padding_effects(engine, encoded_questions(engine, items))
         items = load_items(langs=["en", "fr", "zh", "ru"], limit_per_lang=40)
-        encoded = engine._encode([engine.render([Message("user", i.question)]) for i in items])
+        encoded = encoded_questions(engine, items)
         keep = len(engine._prefix_tokens) + TAIL
         pool = [e[:keep] for e in encoded if len(e) >= keep][:POOL]
         unpadded_groups(engine, pool)

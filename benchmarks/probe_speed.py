@@ -50,6 +50,11 @@ def matmul_weights(model) -> tuple[int, int]:
     return body, head.numel()
 
 
+def matmul_work(stats: dict, body: int, head: int) -> int:
+    """FLOP of the matmuls the engine ran, from its counters (see ``matmul_weights``)."""
+    return 2 * (body * stats["forward_tokens"] + head * stats["head_rows"])
+
+
 def linear_rates(model, rows: int, dtype: torch.dtype, repeats: int = 20) -> dict[tuple[int, int], float]:
     """GFLOP/s of each distinct (in, out) matmul shape of the model's linear layers and head, with
     ``rows`` rows, timed alone (its weights stay in cache: an upper bound for the same product
@@ -93,7 +98,7 @@ def recovery_work(engine, items, body: int, head: int, peak: float) -> str:
     recover_on(engine, pairs, batch_size=engine.batch_size, seed=0)
     wall = time.perf_counter() - start
     s = engine.stats
-    work = 2 * (body * s["forward_tokens"] + head * s["head_rows"])
+    work = matmul_work(s, body, head)
     return (f"recovery:    {len(items)} items in {wall:.1f} s, {work / 1e9 / len(items):.1f} GFLOP an item, "
             f"~{work / wall / 1e9:.0f} GFLOP/s ({work / wall / 1e9 / peak:.1%} of peak); "
             f"{s['generated_tokens']} tokens generated")
@@ -147,7 +152,7 @@ def main() -> None:
     print(f"decode:      ~{decode_gflops:.1f} GFLOP/s = {decode_gflops / fp32_peak:.1%} of the {fp32_peak:.0f} GFLOP/s "
           f"float32 matmul peak (bfloat16 peak {bf16_peak:.0f} GFLOP/s, {bf16_peak / fp32_peak:.2f}x float32)")
     print(f"memory:      peak RSS {rss / 1e6:.0f} MB = {rss / weight_bytes:.1f}x the weights ({weight_bytes / 1e6:.0f} MB)")
-    work = 2 * (body * s["forward_tokens"] + head * s["head_rows"])
+    work = matmul_work(s, body, head)
     achieved = work / total / 1e9
     rates = linear_rates(loaded.model, args.batch_size, getattr(torch, loaded.dtype))
     print(f"matmuls:     alone at {args.batch_size} rows, of the {loaded.dtype} peak: "

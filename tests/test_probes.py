@@ -34,10 +34,10 @@ def test_results_do_not_depend_on_batch_size(tiny_model, one_at_a_time, batch_si
         assert (many.gold_rank, many.first_position_rank) == (one.gold_rank, one.first_position_rank)
 
 
-def naive_option_logprob(loaded, prompt: str, option: str) -> float:
+def naive_option_logprob(loaded, prompt: str, option: str, prompt_format: str = "chat") -> float:
     """Full forward of prompt+option with no cache: the definition MC scoring must equal."""
     tokenizer, model = loaded.tokenizer, loaded.model
-    prompt_ids = encode_prompt(tokenizer, prompt, "chat")
+    prompt_ids = encode_prompt(tokenizer, prompt, prompt_format)
     cont = continuation_ids(tokenizer, prompt, option)
     ids = torch.tensor([prompt_ids + cont])
     with torch.no_grad():

@@ -255,22 +255,17 @@ def test_mc_scores_equal_a_full_forward_on_every_architecture(arch, dense):
     """Options scored on their prompts' shared cache (a view of its rows on plain layers, a copy
     on sliding-window and other layers) give each option's log-probability from one full forward."""
     from illusion.data import Item
-    from illusion.engine.text import continuation_ids, encode_prompt
     from illusion.models import load_model, parse_spec
     from illusion.probes import ProbeConfig, probe
+    from test_probes import naive_option_logprob
 
     loaded = load_model(parse_spec(str(dense(arch))), dtype="float32", device="cpu")
     items = [Item(id=f"a{i}", lang="en", question=f"What is the {' '.join(WORDS[i:i + 1 + i % 3])}?",
                   answer=WORDS[i], aliases=(), distractors=(WORDS[i + 1], WORDS[i + 2] * 2), type="entity")
              for i in range(4)]
     results = probe(loaded, items, ProbeConfig(batch_size=3, max_new_tokens=2))
+    prompt_format = "chat" if ARCHS[arch].chat else "plain"
     for result in results:
-        fmt = "chat" if ARCHS[arch].chat else "plain"
-        prompt_ids = encode_prompt(loaded.tokenizer, result.prompt, fmt)
         for option, score in zip(result.options, result.mc_scores):
-            cont = continuation_ids(loaded.tokenizer, result.prompt, option)
-            with torch.no_grad():
-                logits = loaded.model(torch.tensor([prompt_ids + cont])).logits[0].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            naive = sum(logprobs[len(prompt_ids) - 1 + k, t].item() for k, t in enumerate(cont))
+            naive = naive_option_logprob(loaded, result.prompt, option, prompt_format)
             assert score == pytest.approx(naive, abs=1e-4), (arch, option)
